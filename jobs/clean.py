@@ -1,0 +1,280 @@
+"""clean: raw YFCC metadata (plain or .bz2, 23- or 25-column layout) -> clean/ and rejects/clean/.
+
+Spark reads the text (splitting large and bz2 files), Python tasks parse whole Arrow batches
+with pyarrow and numpy (pipeline.yfcc.parse_lines) and write the clean rows straight to
+Parquet with pyarrow: handing 100M parsed rows back to the JVM only to write them again would
+cost more than the parse. What returns to Spark is small: the rejected rows and one stats row
+per task, which the driver turns into rejects/clean/ and the manifest.
+
+    rows read = rows kept (clean/) + rows rejected (rejects/clean/) + videos
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from urllib.parse import urlparse
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+from pyspark.sql import DataFrame, SparkSession, functions as F
+from pyspark.sql.utils import AnalysisException
+
+from pipeline import Im2vecError, config as configuration, storage, tags as tagging, yfcc
+
+DETECT_LINES = 50
+ROW_GROUP_ROWS = 131072
+
+# What tasks hand back to the driver: rejected rows, and one "stats" row per task.
+TASK_OUTPUT = pa.schema([
+    ("kind", pa.string()),            # "reject" | "stats"
+    ("source_file", pa.string()),
+    ("block_start", pa.int64()),      # the input split's first byte in source_file
+    ("row_in_block", pa.int64()),     # 0-based line index within that split
+    ("reason", pa.string()),
+    ("raw", pa.string()),
+    ("stats", pa.string()),           # JSON, stats rows only
+])
+TASK_OUTPUT_DDL = ("kind string, source_file string, block_start long, row_in_block long, "
+                   "reason string, raw string, stats string")
+
+
+def file_uri(path: str) -> str:
+    """One spelling per file: Spark says ``file:/x`` in one place and ``file:///x`` in another."""
+    parsed = urlparse(path)
+    if parsed.scheme in ("", "file"):
+        return "file://" + parsed.path
+    return path
+
+
+def input_files(spark: SparkSession, inputs: list[str]) -> list[str]:
+    """Expand files, folders and globs to the list of files Spark will read (URIs, sorted)."""
+    uris = [storage.to_uri(p) for p in inputs]
+    try:
+        files = spark.read.text(uris).inputFiles()
+    except AnalysisException as err:
+        raise Im2vecError(f"cannot read input {', '.join(inputs)}: {err.desc.splitlines()[0]}") from None
+    if not files:
+        raise Im2vecError(f"no input files found in {', '.join(inputs)}")
+    return sorted(file_uri(f) for f in files)
+
+
+def detect_layouts(spark: SparkSession, files: list[str]) -> dict[str, int]:
+    """{file URI: 23 or 25}, from each file's first lines; a file of neither layout fails the job."""
+    return {f: yfcc.detect_layout([r.value for r in spark.read.text(f).limit(DETECT_LINES).collect()], f)
+            for f in files}
+
+
+def clean_partition(batches, *, layouts: dict[str, int], staging_clean: str, options: dict):
+    """mapInArrow body: parse one task's lines, write its clean rows, yield rejects + stats.
+
+    Input batches hold ``value`` (a raw line), ``file_path`` and ``file_block_start``. Lines of
+    one input split arrive contiguously and in file order, so a running count per split gives
+    each line's index in it; the driver adds the lines of earlier splits to get line numbers.
+    """
+    from pyspark import TaskContext
+
+    ctx = TaskContext.get()
+    name = f"part-{ctx.partitionId():05d}-{ctx.taskAttemptId()}.parquet"
+    fs, folder = storage.filesystem(staging_clean)
+    writer, pending, pending_rows = None, [], 0
+    lines_per_block: dict[tuple[str, int], int] = {}
+    stats = {"rows_read": 0, "rows_kept": 0, "videos": 0, "reasons": {}, "dropped_tags": {}}
+
+    def flush():
+        nonlocal writer, pending, pending_rows
+        if not pending:
+            return
+        if writer is None:
+            writer = pq.ParquetWriter(f"{folder}/{name}", yfcc.CLEAN_SCHEMA, filesystem=fs, compression="snappy")
+        writer.write_table(pa.concat_tables(pending), row_group_size=ROW_GROUP_ROWS)
+        pending, pending_rows = [], 0
+
+    for batch in batches:
+        n = batch.num_rows
+        if n == 0:
+            continue
+        paths = batch.column("file_path").to_numpy(zero_copy_only=False)
+        blocks = batch.column("file_block_start").to_numpy(zero_copy_only=False)
+        sources = np.array([file_uri(p) for p in paths], dtype=object) if len(set(paths)) > 1 \
+            else np.full(n, file_uri(paths[0]), dtype=object)
+        row_in_block = _running_index(sources, blocks, lines_per_block)
+        layout_of_row = np.array([layouts[s] for s in sources]) if len(set(paths)) > 1 \
+            else np.full(n, layouts[sources[0]])
+        stats["rows_read"] += n
+        for layout in np.unique(layout_of_row):
+            rows = np.flatnonzero(layout_of_row == layout)
+            lines = batch.column("value").take(pa.array(rows))
+            parsed = yfcc.parse_lines(lines, int(layout), **options)
+            pending.append(parsed["clean"])
+            pending_rows += parsed["clean"].num_rows
+            stats["rows_kept"] += parsed["clean"].num_rows
+            stats["videos"] += parsed["videos"]
+            for rule, count in parsed["dropped_tags"].items():
+                stats["dropped_tags"][rule] = stats["dropped_tags"].get(rule, 0) + count
+            for reason in parsed["reasons"]:
+                stats["reasons"][reason] = stats["reasons"].get(reason, 0) + 1
+            if len(parsed["rejected"]):
+                at = rows[parsed["rejected"]]
+                yield pa.RecordBatch.from_arrays([
+                    pa.array(["reject"] * len(at)), pa.array(sources[at], pa.string()),
+                    pa.array(blocks[at], pa.int64()), pa.array(row_in_block[at], pa.int64()),
+                    pa.array(parsed["reasons"], pa.string()), lines.take(pa.array(parsed["rejected"])),
+                    pa.nulls(len(at), pa.string())], schema=TASK_OUTPUT)
+        if pending_rows >= ROW_GROUP_ROWS:
+            flush()
+    flush()
+    if writer is not None:
+        writer.close()
+    stats["files"] = [name] if writer is not None else []
+    stats["blocks"] = [[f, b, c] for (f, b), c in lines_per_block.items()]
+    yield pa.RecordBatch.from_arrays(
+        [pa.array(["stats"])] + [pa.nulls(1, f.type) for f in list(TASK_OUTPUT)[1:-1]]
+        + [pa.array([json.dumps(stats)])], schema=TASK_OUTPUT)
+
+
+def _running_index(sources: np.ndarray, blocks: np.ndarray, seen: dict) -> np.ndarray:
+    """Each row's index within its (file, split), continuing counts from earlier batches."""
+    n = len(sources)
+    change = np.flatnonzero((sources[1:] != sources[:-1]) | (blocks[1:] != blocks[:-1])) + 1
+    starts = np.concatenate([[0], change])
+    ends = np.concatenate([change, [n]])
+    index = np.empty(n, dtype=np.int64)
+    for s, e in zip(starts, ends):
+        key = (sources[s], int(blocks[s]))
+        first = seen.get(key, 0)
+        index[s:e] = np.arange(first, first + e - s)
+        seen[key] = int(first + e - s)
+    return index
+
+
+def line_offsets(blocks: list[list]) -> dict[tuple[str, int], int]:
+    """{(file, split start): lines in the file before that split}, from the tasks' split counts."""
+    per_file: dict[str, list[tuple[int, int]]] = {}
+    for source, start, count in blocks:
+        per_file.setdefault(source, []).append((int(start), int(count)))
+    offsets = {}
+    for source, splits in per_file.items():
+        before = 0
+        for start, count in sorted(splits):
+            offsets[(source, start)] = before
+            before += count
+    return offsets
+
+
+def with_line_numbers(rejects: DataFrame, offsets: dict[tuple[str, int], int]) -> DataFrame:
+    """Rejects with ``line_number`` (1-based, in the source file) instead of split-relative indexes."""
+    spark = rejects.sparkSession
+    table = spark.createDataFrame([(f, b, o) for (f, b), o in offsets.items()] or [("", 0, 0)],
+                                  "source_file string, block_start long, lines_before long")
+    return (rejects.join(F.broadcast(table), ["source_file", "block_start"], "left")
+            .select("source_file",
+                    (F.coalesce("lines_before", F.lit(0)) + F.col("row_in_block") + 1).alias("line_number"),
+                    "reason", "raw"))
+
+
+def tag_options(config: dict) -> dict:
+    """The parse options of :func:`pipeline.yfcc.parse_lines` from the run configuration."""
+    stop = set()
+    if config["drop_stoplist_tags"]:
+        stop |= tagging.stoplist()
+    extra = config.get("extra_stoplist") or []
+    if extra:
+        stop |= set(tagging.normalize(pa.array([str(t) for t in extra])).to_pylist())
+    return {"max_field_bytes": int(config["max_field_bytes"]), "drop_numeric": bool(config["drop_numeric_tags"]),
+            "drop_camera": bool(config["drop_camera_tags"]), "stop": frozenset(stop)}
+
+
+PARAMETER_KEYS = ("max_field_bytes", "drop_numeric_tags", "drop_camera_tags", "drop_stoplist_tags", "extra_stoplist")
+
+
+def run(spark: SparkSession, config: dict, root: str, inputs: list[str]) -> dict:
+    """Clean raw YFCC metadata into ``ROOT/clean/`` and ``ROOT/rejects/clean/``.
+
+    Args:
+        spark: the session.
+        config: run configuration (keys in PARAMETER_KEYS).
+        root: run root URI.
+        inputs: files, folders or globs of YFCC metadata (plain or .bz2).
+
+    Returns:
+        The manifest written to ``ROOT/clean/_manifest.json``.
+    """
+    started = time.time()
+    final_clean, final_rejects = storage.join(root, "clean"), storage.join(root, "rejects", "clean")
+    files = input_files(spark, inputs)
+    layouts = detect_layouts(spark, files)
+    print(f"[im2vec] clean: {len(files)} input file(s): "
+          + ", ".join(f"{f.rsplit('/', 1)[-1]} ({layouts[f]} columns)" for f in files[:5])
+          + (" ..." if len(files) > 5 else ""), file=sys.stderr)
+
+    staging = storage.staging_uri(final_clean)
+    staging_clean, staging_rejects, task_output = (storage.join(staging, d) for d in ("clean", "rejects", "tasks"))
+    fs, path = storage.filesystem(staging_clean)
+    fs.create_dir(path, recursive=True)
+    options = tag_options(config)
+    spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", "20000")
+    try:
+        lines = spark.read.text(files).select("value", "_metadata.file_path", "_metadata.file_block_start")
+        (lines.mapInArrow(lambda batches: clean_partition(batches, layouts=layouts, staging_clean=staging_clean,
+                                                          options=options), TASK_OUTPUT_DDL)
+         .write.mode("overwrite").parquet(task_output))
+        tasks = spark.read.parquet(task_output)
+        stats = [json.loads(r.stats) for r in tasks.where("kind = 'stats'").select("stats").collect()]
+        offsets = line_offsets([b for s in stats for b in s["blocks"]])
+        with_line_numbers(tasks.where("kind = 'reject'"), offsets).orderBy("source_file", "line_number") \
+            .write.mode("overwrite").parquet(staging_rejects)
+        _commit_parts(staging_clean, [f for s in stats for f in s["files"]])
+        storage.delete(task_output)
+
+        totals = _sum_stats(stats)
+        rows_rejected = sum(totals["reasons"].values())
+        if totals["rows_read"] != totals["rows_kept"] + rows_rejected + totals["videos"]:
+            raise RuntimeError(f"clean: counts do not add up: {totals}")  # a bug, never bad input
+        storage.replace(staging_rejects, final_rejects)
+        storage.replace(staging_clean, final_clean)
+        return storage.write_manifest(
+            final_clean, "clean", rows_in=totals["rows_read"], rows_out=totals["rows_kept"],
+            rows_rejected=rows_rejected, videos=totals["videos"], rejects=final_rejects,
+            reasons=totals["reasons"], dropped_tags=totals["dropped_tags"],
+            layouts={f: layouts[f] for f in files},
+            parameters=configuration.redacted({k: config[k] for k in PARAMETER_KEYS}),
+            inputs=files, started=started)
+    finally:
+        storage.delete(staging)
+
+
+def _commit_parts(folder: str, committed: list[str]) -> None:
+    """Keep only the part files of successful task attempts, renamed part-NNNNN.parquet."""
+    fs, path = storage.filesystem(folder)
+    keep = set(committed)
+    for info in fs.get_file_info(pafs.FileSelector(path)):
+        if info.base_name not in keep:
+            fs.delete_file(info.path)   # a failed or speculative attempt's file
+    for name in committed:
+        fs.move(f"{path}/{name}", f"{path}/{name.rsplit('-', 1)[0]}.parquet")
+    if not committed:  # readers need a file to learn the schema from, even with no rows
+        pq.write_table(yfcc.CLEAN_SCHEMA.empty_table(), f"{path}/part-00000.parquet", filesystem=fs)
+
+
+def _sum_stats(stats: list[dict]) -> dict:
+    totals = {"rows_read": 0, "rows_kept": 0, "videos": 0, "reasons": {}, "dropped_tags": {}}
+    for s in stats:
+        for key in ("rows_read", "rows_kept", "videos"):
+            totals[key] += s[key]
+        for key in ("reasons", "dropped_tags"):
+            for k, v in s[key].items():
+                totals[key][k] = totals[key].get(k, 0) + v
+    return totals
+
+
+def main(argv: list[str] | None = None) -> int:
+    from pipeline import cli
+
+    return cli.main(["clean", *(sys.argv[1:] if argv is None else argv)])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,158 @@
+"""vocab: clean/ -> vocab/ (the tag vocabulary) and tagged/ (each photo's vocabulary tag ids + split).
+
+A tag enters the vocabulary when enough images AND enough distinct users carry it: one user
+putting the same tag on 50,000 bulk uploads is spam, not vocabulary. Ids are stable: by
+descending image count, ties by tag. The train/validation/test split is by user (a hash of
+user_id), because one user's uploads repeat the same tags and a split by photo would leak them.
+
+    rows in (clean photos) = rows out (tagged photos) + untagged (no vocabulary tag left)
+"""
+from __future__ import annotations
+
+import sys
+import time
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from pyspark.sql import DataFrame, SparkSession, Window, functions as F
+
+from pipeline import Im2vecError, config as configuration, storage
+
+PARAMETER_KEYS = ("min_images", "min_users", "max_size", "pos_alpha", "neg_power", "validation_fraction",
+                  "test_fraction", "seed", "partitions")
+SPLIT_BUCKETS = 1 << 20
+
+
+def tag_counts(clean: DataFrame) -> DataFrame:
+    """clean rows -> (tag, images, users): how many photos and distinct users carry each tag."""
+    return (clean.select("user_id", F.explode("tags").alias("tag"))
+            .groupBy("tag")
+            .agg(F.count(F.lit(1)).alias("images"), F.countDistinct("user_id").alias("users")))
+
+
+def select_vocab(counts: DataFrame, *, min_images: int, min_users: int, max_size: int,
+                 pos_alpha: float, neg_power: float) -> DataFrame:
+    """Keep frequent, multi-user tags and give them ids.
+
+    Args:
+        counts: (tag, images, users) from :func:`tag_counts`.
+        min_images / min_users: a tag needs at least this many of each.
+        max_size: at most this many tags, the most frequent.
+        pos_alpha: ``pos_weight = images ** -pos_alpha`` (positives favour rare tags).
+        neg_power: ``neg_weight = images ** neg_power`` (word2vec's unigram^0.75 noise).
+
+    Returns:
+        (tag_id int, tag, images, users, neg_weight, pos_weight), tag_id 0.. by descending
+        images, ties by tag.
+    """
+    order = Window.orderBy(F.desc("images"), F.asc("tag"))
+    return (counts.where((F.col("images") >= min_images) & (F.col("users") >= min_users))
+            .orderBy(F.desc("images"), F.asc("tag")).limit(max_size)
+            .withColumn("tag_id", (F.row_number().over(order) - 1).cast("int"))
+            .select("tag_id", "tag", "images", "users",
+                    F.pow(F.col("images").cast("double"), F.lit(neg_power)).alias("neg_weight"),
+                    F.pow(F.col("images").cast("double"), F.lit(-pos_alpha)).alias("pos_weight")))
+
+
+def with_split(df: DataFrame, *, seed: int, validation_fraction: float, test_fraction: float) -> DataFrame:
+    """Add ``split`` ("train" | "validation" | "test") from a hash of (seed, user_id): all of a
+    user's photos land in the same split, the same way on every run and every cluster."""
+    bucket = F.pmod(F.xxhash64(F.lit(int(seed)), F.col("user_id")), F.lit(SPLIT_BUCKETS)) / SPLIT_BUCKETS
+    return df.withColumn("split", F.when(bucket < test_fraction, "test")
+                         .when(bucket < test_fraction + validation_fraction, "validation")
+                         .otherwise("train"))
+
+
+def tag_ids_of(tags: pa.ListArray, vocab: pa.Array) -> pa.ListArray:
+    """Map each photo's tags to vocabulary ids, dropping tags outside the vocabulary.
+
+    Args:
+        tags: list<string>[n], one photo's tags per row.
+        vocab: string[V], the vocabulary in tag_id order (position = tag_id).
+
+    Returns:
+        list<int32>[n], each list sorted ascending.
+    """
+    ids = pc.index_in(pc.list_flatten(tags), value_set=vocab).to_numpy(zero_copy_only=False)
+    owner = pc.list_parent_indices(tags).to_numpy()
+    known = ~np.isnan(ids) if ids.dtype.kind == "f" else np.ones(len(ids), bool)
+    ids, owner = ids[known].astype(np.int32), owner[known]
+    order = np.lexsort((ids, owner))
+    offsets = np.zeros(len(tags) + 1, dtype=np.int32)
+    np.cumsum(np.bincount(owner, minlength=len(tags)), out=offsets[1:])
+    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(ids[order], pa.int32()))
+
+
+def tag_photos(clean: DataFrame, vocab_tags: list[str]) -> DataFrame:
+    """clean rows -> (photo_id, user_id, tag_ids) for photos left with at least one vocabulary tag.
+
+    The lookup runs on Arrow batches against a broadcast copy of the vocabulary, so it needs no
+    shuffle of the (photo, tag) pairs.
+    """
+    vocab = clean.sparkSession.sparkContext.broadcast(vocab_tags)
+
+    def lookup(batches):
+        value_set = pa.array(vocab.value, pa.string())
+        for batch in batches:
+            ids = tag_ids_of(batch.column("tags"), value_set)
+            yield pa.RecordBatch.from_arrays([batch.column("photo_id"), batch.column("user_id"), ids],
+                                             names=["photo_id", "user_id", "tag_ids"])
+
+    return (clean.select("photo_id", "user_id", "tags")
+            .mapInArrow(lookup, "photo_id long, user_id string, tag_ids array<int>")
+            .where(F.size("tag_ids") > 0))
+
+
+def run(spark: SparkSession, config: dict, root: str) -> dict:
+    """Build ``ROOT/vocab/`` and ``ROOT/tagged/`` from ``ROOT/clean/``; returns the manifest."""
+    started = time.time()
+    clean_uri = storage.join(root, "clean")
+    if storage.read_manifest(clean_uri) is None:
+        raise Im2vecError(f"{clean_uri} is missing or incomplete: run `im2vec clean` first")
+    final_vocab, final_tagged = storage.join(root, "vocab"), storage.join(root, "tagged")
+    storage.delete(storage.join(final_vocab, storage.MANIFEST))
+    clean = spark.read.parquet(clean_uri)
+
+    counts = tag_counts(clean).cache()
+    vocab = select_vocab(counts, min_images=int(config["min_images"]), min_users=int(config["min_users"]),
+                         max_size=int(config["max_size"]), pos_alpha=float(config["pos_alpha"]),
+                         neg_power=float(config["neg_power"]))
+    staged_vocab = storage.staging_uri(final_vocab)
+    vocab.coalesce(1).write.parquet(staged_vocab)
+    vocab = spark.read.parquet(staged_vocab)
+    vocab_tags = [r.tag for r in vocab.orderBy("tag_id").select("tag").collect()]
+    if not vocab_tags:
+        storage.delete(staged_vocab)
+        raise Im2vecError(f"no tag is on >= {config['min_images']} images by >= {config['min_users']} users: "
+                          f"the vocabulary would be empty (lower min_images / min_users)")
+
+    tagged = with_split(tag_photos(clean, vocab_tags), seed=int(config["seed"]),
+                        validation_fraction=float(config["validation_fraction"]),
+                        test_fraction=float(config["test_fraction"]))
+    if int(config["partitions"]) > 0:
+        tagged = tagged.repartition(int(config["partitions"]))
+    staged_tagged = storage.staging_uri(final_tagged)
+    tagged.select("photo_id", "user_id", "split", "tag_ids").write.parquet(staged_tagged)
+
+    rows_in = clean.count()
+    tagged = spark.read.parquet(staged_tagged)
+    splits = {r.split: r["count"] for r in tagged.groupBy("split").count().collect()}
+    rows_out = sum(splits.values())
+    storage.replace(staged_tagged, final_tagged)
+    storage.replace(staged_vocab, final_vocab)
+    return storage.write_manifest(
+        final_vocab, "vocab", rows_in=rows_in, rows_out=rows_out, rows_rejected=0,
+        untagged=rows_in - rows_out, vocab_size=len(vocab_tags),
+        distinct_tags=counts.count(), splits=splits, tagged=final_tagged,
+        parameters={k: config[k] for k in PARAMETER_KEYS}, inputs=[clean_uri], started=started)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from pipeline import cli
+
+    return cli.main(["vocab", *(sys.argv[1:] if argv is None else argv)])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,15 @@
+"""im2vec's library: schemas, parsing, normalization, sampling, image I/O, storage, config.
+
+Importing this package filters Petastorm's FutureWarnings once, for every stage and the
+trainer: Petastorm 0.13.1 calls pyarrow and pandas APIs that warn on every read.
+"""
+import warnings
+
+__version__ = "0.1.0"
+
+warnings.filterwarnings("ignore", category=FutureWarning, module=r"petastorm(\.|$)")
+warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"petastorm(\.|$)")
+
+
+class Im2vecError(Exception):
+    """An error the user can fix (bad input, bad config, missing stage): printed without a traceback."""

@@ -1,0 +1,201 @@
+"""The ``im2vec`` command: one subcommand per stage, plus ``run``, ``status`` and data tools.
+
+Contract (other tools call it; keep it stable)::
+
+    im2vec STAGE --root ROOT [--config FILE] [--set key=value]... [--master URL]
+    im2vec clean --root ROOT --input PATH_OR_GLOB...
+    im2vec run   --root ROOT --input PATH [--set images=TEMPLATE]
+    im2vec synth --rows N --layout 23|25 --out PATH
+    im2vec demo-data --out DIR
+    im2vec status --root ROOT
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+import time
+
+from pipeline import Im2vecError, config as configuration, storage
+
+# Spark stages in pipeline order; `im2vec run` runs every one of them.
+STAGES = ["clean", "vocab", "wordvec", "sample"]
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--root", required=True, help="run root URI or path (file://, hdfs://, s3a://)")
+    parser.add_argument("--config", help="YAML file of config keys (see pipeline/defaults.yaml)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override one config key; repeatable")
+    parser.add_argument("--master", help="Spark master URL (default from config: local[*])")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="im2vec", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("clean", help="parse and clean raw YFCC metadata into clean/ (Spark)")
+    _common(p)
+    p.add_argument("--input", nargs="+", required=True, metavar="PATH_OR_GLOB",
+                   help="YFCC metadata files, folders or globs; plain or .bz2, 23- or 25-column layout")
+
+    p = sub.add_parser("vocab", help="build the tag vocabulary and the by-user split (Spark)")
+    _common(p)
+
+    p = sub.add_parser("wordvec", help="tag vectors: gensim word2vec on tag lists and/or pretrained GloVe")
+    _common(p)
+
+    p = sub.add_parser("sample", help="pre-sample positives and negatives for epochs into epochs/ (Spark)")
+    _common(p)
+    p.add_argument("--epochs", type=_epoch_range, default=None, metavar="A-B",
+                   help="inclusive epoch range, e.g. 1-5 (default: 1-<config epochs>)")
+    p.add_argument("--check", action="store_true",
+                   help="report how well drawn negatives match neg_weight and the positives' skew")
+
+    p = sub.add_parser("schedule", help="keep `ahead` epochs sampled ahead of the trainer (long-running)")
+    _common(p)
+    p.add_argument("--once", action="store_true", help="bring epochs up to date once, then exit")
+
+    p = sub.add_parser("run", help="run every stage in order")
+    _common(p)
+    p.add_argument("--input", nargs="+", required=True, metavar="PATH_OR_GLOB")
+
+    p = sub.add_parser("status", help="show what each stage under a root produced")
+    p.add_argument("--root", required=True)
+    p.add_argument("--json", action="store_true", help="print the manifests as JSON")
+
+    p = sub.add_parser("synth", help="write synthetic YFCC metadata with realistic statistics")
+    p.add_argument("--rows", type=int, required=True)
+    p.add_argument("--layout", type=int, choices=[23, 25], default=25)
+    p.add_argument("--out", required=True, help="output file (.bz2 compresses)")
+    p.add_argument("--seed", type=int, default=13)
+    p.add_argument("--malformed", type=float, default=0.01, help="fraction of malformed rows")
+
+    p = sub.add_parser("demo-data", help="convert the openclipart corpus into YFCC metadata + images")
+    p.add_argument("--out", required=True, help="folder for metadata.tsv and images/")
+    p.add_argument("--limit", type=int, default=0, help="at most this many images (0 = all)")
+    return parser
+
+
+def _epoch_range(text: str) -> tuple[int, int]:
+    first, _, last = text.partition("-")
+    try:
+        a, b = int(first), int(last or first)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected A-B, e.g. 1-5, got {text!r}") from None
+    if a < 1 or b < a:
+        raise argparse.ArgumentTypeError(f"epochs start at 1 and A <= B, got {text!r}")
+    return a, b
+
+
+def _load_config(args) -> dict:
+    return configuration.load(args.config, args.overrides, master=args.master)
+
+
+def _run_stage(name: str, args, config: dict) -> dict:
+    from pipeline.spark import session
+
+    job = importlib.import_module(f"jobs.{name}")
+    spark = session(config, f"im2vec {name}")
+    root = storage.to_uri(args.root)
+    started = time.time()
+    kwargs = {}
+    if name == "clean":
+        kwargs["inputs"] = args.input
+    if name == "sample":
+        kwargs["epochs"] = getattr(args, "epochs", None) or (1, int(config["epochs"]))
+    manifest = job.run(spark, config, root, **kwargs)
+    print(f"[im2vec] {name}: {manifest['rows_in']:,} rows in, {manifest['rows_out']:,} out, "
+          f"{manifest['rows_rejected']:,} rejected in {time.time() - started:.1f}s -> {manifest['output']}")
+    return manifest
+
+
+def cmd_stage(args) -> int:
+    config = _load_config(args)
+    if args.command == "sample" and args.check:
+        from jobs import sample
+        from pipeline.spark import session
+
+        epoch = (args.epochs or (1, 1))[0]
+        report = sample.check(session(config, "im2vec sample --check"), config, storage.to_uri(args.root), epoch)
+        print(json.dumps(report, indent=2))
+        return 0
+    _run_stage(args.command, args, config)
+    return 0
+
+
+def cmd_schedule(args) -> int:
+    from jobs import schedule
+
+    schedule.run(_load_config(args), storage.to_uri(args.root), once=args.once)
+    return 0
+
+
+def cmd_run(args) -> int:
+    config = _load_config(args)
+    for name in STAGES:
+        _run_stage(name, args, config)
+    print()
+    print(status_text(storage.to_uri(args.root)))
+    return 0
+
+
+def status_text(root: str) -> str:
+    """A table of every stage under ``root``: complete (with counts and time) or missing."""
+    lines = [f"im2vec run at {root}", f"{'stage':<10} {'state':<10} {'rows in':>12} {'rows out':>12} "
+             f"{'rejected':>10} {'seconds':>8}  finished"]
+    for name in STAGES:
+        manifest = storage.read_manifest(storage.join(root, name))
+        if manifest is None:
+            state = "partial" if storage.exists(storage.join(root, name)) else "missing"
+            lines.append(f"{name:<10} {state:<10}")
+            continue
+        lines.append(f"{name:<10} {'complete':<10} {manifest['rows_in']:>12,} {manifest['rows_out']:>12,} "
+                     f"{manifest['rows_rejected']:>10,} {manifest['seconds']:>8.1f}  {manifest['finished']}")
+    return "\n".join(lines)
+
+
+def cmd_status(args) -> int:
+    root = storage.to_uri(args.root)
+    if args.json:
+        print(json.dumps({n: storage.read_manifest(storage.join(root, n)) for n in STAGES}, indent=2))
+    else:
+        print(status_text(root))
+    return 0
+
+
+def cmd_synth(args) -> int:
+    from pipeline import synth
+
+    started = time.time()
+    counts = synth.write(args.out, rows=args.rows, layout=args.layout, seed=args.seed,
+                         malformed_fraction=args.malformed)
+    print(f"[im2vec] synth: wrote {args.rows:,} rows ({args.layout}-column layout) to {args.out} "
+          f"in {time.time() - started:.1f}s: {json.dumps(counts)}")
+    return 0
+
+
+def cmd_demo_data(args) -> int:
+    from pipeline import openclipart
+
+    summary = openclipart.write_demo_data(args.out, limit=args.limit)
+    print(f"[im2vec] demo-data: {json.dumps(summary)}")
+    return 0
+
+
+HANDLERS = {"schedule": cmd_schedule, "run": cmd_run, "status": cmd_status, "synth": cmd_synth, "demo-data": cmd_demo_data}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    handler = HANDLERS.get(args.command, cmd_stage)
+    try:
+        return handler(args)
+    except Im2vecError as err:
+        print(f"im2vec {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

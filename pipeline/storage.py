@@ -1,0 +1,150 @@
+"""Where stages read and write: run-root URIs, file systems, manifests and atomic replacement.
+
+A run lives under one root URI (``file:///data/run1``, ``hdfs://nn/im2vec/run1``,
+``s3a://bucket/run1``); each stage writes one folder under it (``clean/``, ``vocab/`` ...).
+Spark reads and writes those URIs itself; code that runs in Python (drivers and tasks that
+write with pyarrow) goes through :func:`filesystem`, which maps the same URI onto a pyarrow
+file system. A stage is complete when its folder holds ``_manifest.json``, written last.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+from datetime import datetime, timezone
+from urllib.parse import urlparse
+
+import pyarrow.fs as pafs
+
+import pipeline
+
+MANIFEST = "_manifest.json"
+
+
+def to_uri(path: str) -> str:
+    """A path or URI as a URI: plain and relative paths become absolute ``file://`` URIs."""
+    if "://" in path:
+        return path.rstrip("/") if not path.endswith(":///") else path
+    return "file://" + os.path.abspath(os.path.expanduser(path))
+
+
+def join(uri: str, *parts: str) -> str:
+    """``join("s3a://b/run", "clean")`` -> ``"s3a://b/run/clean"``."""
+    return "/".join([uri.rstrip("/"), *(p.strip("/") for p in parts)])
+
+
+def filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
+    """Map a URI to ``(pyarrow FileSystem, path inside it)``.
+
+    ``s3a://`` and ``s3://`` use pyarrow's S3 client with the standard AWS credential chain;
+    ``AWS_ENDPOINT_URL`` (or ``AWS_ENDPOINT_URL_S3``) points it at an S3-compatible server.
+    """
+    uri = to_uri(uri)
+    parsed = urlparse(uri)
+    if parsed.scheme == "file":
+        return pafs.LocalFileSystem(), parsed.path
+    if parsed.scheme in ("s3", "s3a"):
+        endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+        kwargs = {}
+        if endpoint:
+            ep = urlparse(endpoint)
+            kwargs = {"endpoint_override": ep.netloc or ep.path, "scheme": ep.scheme or "https"}
+        region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+        if region:
+            kwargs["region"] = region
+        return pafs.S3FileSystem(**kwargs), parsed.netloc + parsed.path
+    if parsed.scheme == "hdfs":
+        fs, path = pafs.FileSystem.from_uri(uri)
+        return fs, path
+    raise ValueError(f"unsupported URI scheme {parsed.scheme!r} in {uri} (use file://, hdfs:// or s3a://)")
+
+
+def exists(uri: str) -> bool:
+    fs, path = filesystem(uri)
+    return fs.get_file_info(path).type != pafs.FileType.NotFound
+
+
+def delete(uri: str) -> None:
+    """Delete a file or a folder tree; a missing one is fine."""
+    fs, path = filesystem(uri)
+    info = fs.get_file_info(path)
+    if info.type == pafs.FileType.Directory:
+        fs.delete_dir(path)
+    elif info.type == pafs.FileType.File:
+        fs.delete_file(path)
+
+
+def write_text(uri: str, text: str) -> None:
+    fs, path = filesystem(uri)
+    fs.create_dir(os.path.dirname(path), recursive=True)
+    with fs.open_output_stream(path) as out:
+        out.write(text.encode())
+
+
+def read_text(uri: str) -> str:
+    fs, path = filesystem(uri)
+    with fs.open_input_stream(path) as src:
+        return src.read().decode()
+
+
+def staging_uri(final_uri: str) -> str:
+    """A fresh sibling folder to build a stage's output in before :func:`replace` moves it."""
+    parent, _, name = to_uri(final_uri).rstrip("/").rpartition("/")
+    return f"{parent}/_staging-{name}-{uuid.uuid4().hex[:12]}"
+
+
+def replace(staged_uri: str, final_uri: str) -> None:
+    """Move a finished staging folder into place, replacing any earlier output.
+
+    The old output's manifest goes first, so a crash between the steps leaves a folder
+    without a manifest, which every reader treats as incomplete.
+    """
+    delete(join(final_uri, MANIFEST))
+    delete(final_uri)
+    fs, staged = filesystem(staged_uri)
+    _, final = filesystem(final_uri)
+    fs.create_dir(os.path.dirname(final.rstrip("/")), recursive=True)
+    fs.move(staged, final)
+
+
+def read_manifest(stage_uri: str) -> dict | None:
+    """The manifest of a stage folder, or None when the stage is missing or incomplete."""
+    try:
+        return json.loads(read_text(join(stage_uri, MANIFEST)))
+    except (FileNotFoundError, OSError):
+        return None
+
+
+def write_manifest(stage_uri: str, stage: str, *, rows_in: int, rows_out: int, rows_rejected: int,
+                   parameters: dict, inputs: list[str], started: float, **extra) -> dict:
+    """Write ``_manifest.json`` into a finished stage folder; call it last.
+
+    Args:
+        stage_uri: the stage's output folder.
+        rows_in / rows_out / rows_rejected: row counts; stages document how they add up.
+        parameters: the configuration values the stage used.
+        inputs: URIs the stage read.
+        started: ``time.time()`` when the stage began.
+        extra: stage-specific fields (e.g. ``videos`` for clean).
+
+    Returns:
+        The manifest as written.
+    """
+    finished = time.time()
+    manifest = {
+        "stage": stage,
+        "rows_in": int(rows_in),
+        "rows_out": int(rows_out),
+        "rows_rejected": int(rows_rejected),
+        **extra,
+        "parameters": parameters,
+        "inputs": inputs,
+        "output": stage_uri,
+        "started": datetime.fromtimestamp(started, timezone.utc).isoformat(timespec="seconds"),
+        "finished": datetime.fromtimestamp(finished, timezone.utc).isoformat(timespec="seconds"),
+        "seconds": round(finished - started, 3),
+        "code_version": pipeline.__version__,
+    }
+    write_text(join(stage_uri, MANIFEST), json.dumps(manifest, indent=2, sort_keys=False, default=str) + "\n")
+    return manifest

@@ -1,0 +1,129 @@
+"""Tag normalization and noise filtering on Arrow arrays (vectorized; no per-tag Python).
+
+A raw YFCC tag list is ``"2015,Canon,New+York,caf%C3%A9,my%2Cmemories,upcoming%3Aevent%3D42"``:
+split on the raw comma first (a comma inside a tag arrives encoded as ``%2C``), then decode
+each tag, then normalize: Unicode NFKC, lower case, whitespace collapsed to one space and
+trimmed, empties and duplicates dropped (first occurrence kept, order kept). Tags of the form
+``namespace:predicate=value`` are machine tags and go to their own column.
+
+Noise rules (each can be turned off in config):
+
+* numeric: pure numbers, years and number-like dates/times (``2015``, ``1,000``, ``2015-04-03``);
+* camera: camera and phone makers, model names and lens/exposure tags (``canon``,
+  ``eos5dmarkii``, ``nikon d90``, ``iphone6s``, ``50mm``, ``f/1.8``);
+* stoplist: meta tags about the upload rather than the picture (``pipeline/stoplist.txt``).
+"""
+from __future__ import annotations
+
+import unicodedata
+from importlib import resources
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from pipeline.urlcodec import url_decode
+
+MACHINE_TAG = r"^[a-z_][a-z0-9_]*:[a-z0-9_]+=."
+NUMERIC_TAG = r"^[0-9]+([.,:/ -][0-9]+)*$"
+_MAKERS = ("canon|nikon|sony|fujifilm|fuji|olympus|panasonic|lumix|pentax|leica|samsung|kodak|casio|"
+           "ricoh|sigma|tamron|tokina|hasselblad|minolta|konica|apple|iphone|ipad|ipod|gopro|dji|htc|"
+           "nokia|lg|huawei|xiaomi|motorola|blackberry|polaroid|lomo|holga|zeiss|mamiya|yashica|voigtlander")
+_MODELS = ("eos|powershot|ixus|ixy|coolpix|cybershot|cyber-shot|finepix|rebel|nex|dslr|slr|"
+           "galaxy|lumia|pixel|nexus|moto|xperia")
+CAMERA_TAG = "|".join([
+    rf"^({_MAKERS})([ -]?[a-z]*[0-9][a-z0-9 -]*)?$",   # maker, maybe with a model: canon, nikon d90, iphone6s
+    rf"^({_MODELS})[ -]?[a-z]*[0-9]*[a-z0-9 -]*$",    # model line: eos5dmarkii, powershot s95, galaxy s7
+    r"^[a-z]{0,3}[0-9]{1,4}[a-z]{0,2}( ?mark ?[ivx0-9]+)?$",  # bare models: d90, 5d, 5dmarkii, a7r, x100
+    r"^[0-9]+(\.[0-9]+)?-?([0-9]+)?mm$",              # focal lengths: 50mm, 18-55mm
+    r"^f ?/? ?[0-9]+(\.[0-9]+)?$",                    # apertures: f/1.8, f2.8
+    r"^iso ?[0-9]+$",                                 # iso400
+])
+
+
+def stoplist() -> frozenset[str]:
+    """The packaged meta-tag stoplist (``pipeline/stoplist.txt``), normalized tags."""
+    text = resources.files("pipeline").joinpath("stoplist.txt").read_text(encoding="utf-8")
+    return frozenset(line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#"))
+
+
+def nfkc(values: pa.Array) -> pa.Array:
+    """Unicode NFKC of string[n] -> string[n].
+
+    pyarrow 14's ``utf8_normalize`` decomposes even for NFC/NFKC ("café" comes out as
+    "cafe" + U+0301), so composition is done by Python's ``unicodedata`` -- once per
+    distinct non-ASCII value of the batch, not per tag: ASCII is already NFKC, and Zipf-
+    distributed tags repeat, so that is a small fraction of the values.
+    """
+    non_ascii = pc.invert(pc.string_is_ascii(values)).to_numpy(zero_copy_only=False)
+    if not non_ascii.any():
+        return values
+    rows = np.flatnonzero(non_ascii)
+    encoded = pc.dictionary_encode(values.take(pa.array(rows)))
+    composed = pa.array([unicodedata.normalize("NFKC", v) for v in encoded.dictionary.to_pylist()], pa.string())
+    return pc.replace_with_mask(values, pa.array(non_ascii), composed.take(encoded.indices))
+
+
+def normalize(tags: pa.Array) -> pa.Array:
+    """NFKC, lower case, collapse whitespace, trim: string[n] -> string[n]."""
+    tags = pc.utf8_lower(nfkc(tags))
+    tags = pc.replace_substring_regex(tags, r"\s+", " ")
+    return pc.utf8_trim_whitespace(tags)
+
+
+def split_tag_lists(raw: pa.Array, *, drop_numeric: bool = True, drop_camera: bool = True,
+                    stop: frozenset[str] | None = None) -> dict:
+    """Turn raw comma-separated, URL-encoded tag fields into clean tag lists.
+
+    Args:
+        raw: string[n], one raw ``user_tags`` (or ``machine_tags``) field per photo.
+        drop_numeric / drop_camera: apply those noise rules.
+        stop: tags to drop (the stoplist); None or empty keeps all.
+
+    Returns:
+        A dict with
+        ``tags``: list<string>[n], the normalized content tags of each photo;
+        ``machine_tags``: list<string>[n], its ``namespace:predicate=value`` tags;
+        ``bad_escape``: bool[n], photos with a malformed %-escape in some tag;
+        ``dropped``: {rule: count} of tags removed by each noise rule.
+    """
+    n = len(raw)
+    lists = pc.split_pattern(pc.fill_null(raw, ""), ",")
+    parents = pc.list_parent_indices(lists).to_numpy()
+    flat, bad = url_decode(pc.list_flatten(lists))
+    bad_escape = np.zeros(n, dtype=bool)
+    bad_escape[parents[bad]] = True
+    flat = normalize(flat)
+
+    is_machine = pc.match_substring_regex(flat, MACHINE_TAG).to_numpy(zero_copy_only=False)
+    empty = (pc.utf8_length(flat).to_numpy() == 0)
+    dropped = {"empty": int(empty.sum())}
+    content = ~is_machine & ~empty
+    rules = [("numeric", drop_numeric, lambda t: pc.match_substring_regex(t, NUMERIC_TAG)),
+             ("camera", drop_camera, lambda t: pc.match_substring_regex(t, CAMERA_TAG)),
+             ("stoplist", bool(stop), lambda t: pc.is_in(t, value_set=pa.array(sorted(stop or ()), pa.string())))]
+    for rule, enabled, matches in rules:
+        if not enabled:
+            continue
+        hit = content & matches(flat).to_numpy(zero_copy_only=False)
+        dropped[rule] = int(hit.sum())
+        content &= ~hit
+
+    tags = _regroup(flat, parents, content, n)
+    machine_tags = _regroup(flat, parents, is_machine, n)
+    return {"tags": tags, "machine_tags": machine_tags, "bad_escape": bad_escape, "dropped": dropped}
+
+
+def _regroup(flat: pa.Array, parents: np.ndarray, keep: np.ndarray, n: int) -> pa.ListArray:
+    """Rebuild list<string>[n] from the kept flat values, dropping duplicates within a photo."""
+    idx = np.flatnonzero(keep)
+    values = flat.take(pa.array(idx))
+    owner = parents[idx].astype(np.int64)
+    if len(idx):
+        codes = pc.dictionary_encode(values).indices.to_numpy().astype(np.int64)
+        _, first = np.unique(owner * (int(codes.max()) + 1) + codes, return_index=True)
+        first.sort()  # keep each photo's tags in the order the user gave them
+        values, owner = values.take(pa.array(first)), owner[first]
+    offsets = np.zeros(n + 1, dtype=np.int32)
+    np.cumsum(np.bincount(owner, minlength=n), out=offsets[1:])
+    return pa.ListArray.from_arrays(pa.array(offsets), values)
