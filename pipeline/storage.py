@@ -105,7 +105,12 @@ def replace(staged_uri: str, final_uri: str) -> None:
     fs, staged = filesystem(staged_uri)
     _, final = filesystem(final_uri)
     fs.create_dir(os.path.dirname(final.rstrip("/")), recursive=True)
-    fs.move(staged, final)
+    if isinstance(fs, pafs.LocalFileSystem) or isinstance(fs, pafs.HadoopFileSystem):
+        fs.move(staged, final)   # a rename: atomic on local disks and HDFS
+    else:
+        # Object stores have no folder rename; copy, then drop the staging copy.
+        pafs.copy_files(staged, final, source_filesystem=fs, destination_filesystem=fs)
+        fs.delete_dir(staged)
 
 
 def read_manifest(stage_uri: str) -> dict | None:
