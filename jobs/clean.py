@@ -17,6 +17,7 @@ from urllib.parse import urlparse
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from pyspark.sql import DataFrame, SparkSession, functions as F
@@ -26,6 +27,13 @@ from pipeline import Im2vecError, config as configuration, storage, tags as tagg
 
 DETECT_LINES = 50
 ROW_GROUP_ROWS = 131072
+# Measured on clean rows: zstd level 1 writes faster than snappy and half the size; dictionaries
+# only pay on repetitive columns, and statistics only on columns that queries filter by.
+PARQUET_OPTIONS = dict(
+    compression="zstd", compression_level=1,
+    use_dictionary=["user_id", "user_nickname", "capture_device", "tags.list.element", "machine_tags.list.element",
+                    "license_name", "license_url", "server_id", "farm_id", "extension_original"],
+    write_statistics=["photo_id", "user_id", "date_taken", "date_uploaded", "longitude", "latitude"])
 
 # What tasks hand back to the driver: rejected rows, and one "stats" row per task.
 TASK_OUTPUT = pa.schema([
@@ -88,7 +96,7 @@ def clean_partition(batches, *, layouts: dict[str, int], staging_clean: str, opt
         if not pending:
             return
         if writer is None:
-            writer = pq.ParquetWriter(f"{folder}/{name}", yfcc.CLEAN_SCHEMA, filesystem=fs, compression="snappy")
+            writer = pq.ParquetWriter(f"{folder}/{name}", yfcc.CLEAN_SCHEMA, filesystem=fs, **PARQUET_OPTIONS)
         writer.write_table(pa.concat_tables(pending), row_group_size=ROW_GROUP_ROWS)
         pending, pending_rows = [], 0
 
@@ -96,13 +104,14 @@ def clean_partition(batches, *, layouts: dict[str, int], staging_clean: str, opt
         n = batch.num_rows
         if n == 0:
             continue
-        paths = batch.column("file_path").to_numpy(zero_copy_only=False)
+        # Usually one file per batch: map the few distinct paths, not every row.
+        paths = pc.dictionary_encode(batch.column("file_path"))
+        distinct = np.array([file_uri(p) for p in paths.dictionary.to_pylist()], dtype=object)
+        codes = paths.indices.to_numpy(zero_copy_only=False)
+        sources = distinct[codes]
         blocks = batch.column("file_block_start").to_numpy(zero_copy_only=False)
-        sources = np.array([file_uri(p) for p in paths], dtype=object) if len(set(paths)) > 1 \
-            else np.full(n, file_uri(paths[0]), dtype=object)
-        row_in_block = _running_index(sources, blocks, lines_per_block)
-        layout_of_row = np.array([layouts[s] for s in sources]) if len(set(paths)) > 1 \
-            else np.full(n, layouts[sources[0]])
+        row_in_block = _running_index(codes, blocks, distinct, lines_per_block)
+        layout_of_row = np.array([layouts[f] for f in distinct])[codes]
         stats["rows_read"] += n
         for layout in np.unique(layout_of_row):
             rows = np.flatnonzero(layout_of_row == layout)
@@ -135,15 +144,18 @@ def clean_partition(batches, *, layouts: dict[str, int], staging_clean: str, opt
         + [pa.array([json.dumps(stats)])], schema=TASK_OUTPUT)
 
 
-def _running_index(sources: np.ndarray, blocks: np.ndarray, seen: dict) -> np.ndarray:
-    """Each row's index within its (file, split), continuing counts from earlier batches."""
-    n = len(sources)
-    change = np.flatnonzero((sources[1:] != sources[:-1]) | (blocks[1:] != blocks[:-1])) + 1
+def _running_index(codes: np.ndarray, blocks: np.ndarray, files: np.ndarray, seen: dict) -> np.ndarray:
+    """Each row's index within its (file, split), continuing counts from earlier batches.
+
+    ``codes`` index ``files``; rows of one split are contiguous and in file order.
+    """
+    n = len(codes)
+    change = np.flatnonzero((codes[1:] != codes[:-1]) | (blocks[1:] != blocks[:-1])) + 1
     starts = np.concatenate([[0], change])
     ends = np.concatenate([change, [n]])
     index = np.empty(n, dtype=np.int64)
     for s, e in zip(starts, ends):
-        key = (sources[s], int(blocks[s]))
+        key = (files[codes[s]], int(blocks[s]))
         first = seen.get(key, 0)
         index[s:e] = np.arange(first, first + e - s)
         seen[key] = int(first + e - s)
@@ -224,7 +236,7 @@ def run(spark: SparkSession, config: dict, root: str, inputs: list[str]) -> dict
         tasks = spark.read.parquet(task_output)
         stats = [json.loads(r.stats) for r in tasks.where("kind = 'stats'").select("stats").collect()]
         offsets = line_offsets([b for s in stats for b in s["blocks"]])
-        with_line_numbers(tasks.where("kind = 'reject'"), offsets).orderBy("source_file", "line_number") \
+        with_line_numbers(tasks.where("kind = 'reject'"), offsets).sortWithinPartitions("source_file", "line_number") \
             .write.mode("overwrite").parquet(staging_rejects)
         _commit_parts(staging_clean, [f for s in stats for f in s["files"]])
         storage.delete(task_output)

@@ -1,0 +1,83 @@
+"""Benchmark: the clean stage's rows/s against pyarrow's multithreaded CSV parse of the same file.
+
+    .venv/bin/python tests/benchmarks/bench_clean.py [--rows 2000000] [--layout 25]
+
+pyarrow reading the TSV into string columns is the floor of what reading costs; the clean stage
+also decodes, normalizes, filters, checks every row and writes Parquet. Both run in this process
+on the same cores, one after the other, so the ratio holds on a noisy machine. Target: >= 0.35.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+
+from pipeline import config as configuration, synth, yfcc
+from pipeline.spark import session
+
+
+def pyarrow_parse(path: str, layout: int) -> tuple[int, float]:
+    """Rows and seconds for pyarrow's multithreaded read of the TSV into string columns."""
+    names = yfcc.LAYOUTS[layout]
+    started = time.perf_counter()
+    table = pacsv.read_csv(
+        path,
+        read_options=pacsv.ReadOptions(column_names=names, use_threads=True, block_size=16 << 20),
+        parse_options=pacsv.ParseOptions(delimiter="\t", quote_char=False, escape_char=False,
+                                         newlines_in_values=False, invalid_row_handler=lambda row: "skip"),
+        convert_options=pacsv.ConvertOptions(column_types={n: pa.string() for n in names}))
+    return table.num_rows, time.perf_counter() - started
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=2_000_000)
+    parser.add_argument("--layout", type=int, default=25, choices=[23, 25])
+    parser.add_argument("--cores", type=int, default=os.cpu_count())
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="im2vec-bench-") as tmp:
+        path = os.path.join(tmp, "yfcc.tsv")
+        started = time.perf_counter()
+        synth.write(path, rows=args.rows, layout=args.layout, seed=1)
+        size = os.path.getsize(path)
+        print(f"synthetic input: {args.rows:,} rows, {size / 1e6:.0f} MB, written in {time.perf_counter() - started:.1f}s")
+
+        config = configuration.load(overrides=[f"master=local[{args.cores}]", "spark.ui.enabled=false"])
+        spark = session(config, "im2vec bench_clean")
+        warm = os.path.join(tmp, "warm.tsv")
+        synth.write(warm, rows=20_000, layout=args.layout, seed=2)
+        from jobs import clean
+
+        clean.run(spark, config, "file://" + os.path.join(tmp, "warm"), [warm])   # JVM + Python workers warm
+
+        pyarrow_parse(path, args.layout)                        # page cache warm for both
+        rows_pa, seconds_pa = pyarrow_parse(path, args.layout)
+        started = time.perf_counter()
+        manifest = clean.run(spark, config, "file://" + os.path.join(tmp, "run"), [path])
+        seconds_clean = time.perf_counter() - started
+        rows_pa2, seconds_pa2 = pyarrow_parse(path, args.layout)   # again after, to bracket the noise
+        seconds_pa = min(seconds_pa, seconds_pa2)
+
+        rate_clean = manifest["rows_in"] / seconds_clean
+        rate_pa = args.rows / seconds_pa
+        ratio = rate_clean / rate_pa
+        print(f"cores: {args.cores}")
+        print(f"pyarrow csv parse  : {rate_pa:12,.0f} rows/s  ({seconds_pa:.2f}s)")
+        print(f"im2vec clean stage : {rate_clean:12,.0f} rows/s  ({seconds_clean:.2f}s; "
+              f"{manifest['rows_out']:,} kept, {manifest['rows_rejected']:,} rejected, {manifest['videos']:,} videos)")
+        print(f"ratio clean / pyarrow parse: {ratio:.2f}  (target >= 0.35)")
+        per_core = rate_clean / args.cores
+        print(f"clean rows/s per core: {per_core:,.0f}; projected 100M rows on 64 cores: "
+              f"{100e6 / (per_core * 64) / 60:.1f} min")
+        spark.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
