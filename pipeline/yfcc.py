@@ -149,7 +149,10 @@ def parse_lines(lines: pa.Array, layout: int, *, max_field_bytes: int, drop_nume
 
     for name, values in raw.items():
         flag(rows, pc.binary_length(values).to_numpy() > max_field_bytes, "oversize_field")
-    flag(rows, ~_matches(raw["photo_id"], r"^[0-9]{1,18}$"), "bad_photo_id")
+    photo_id = raw["photo_id"]
+    fits = ~_matches(photo_id, r"^[0-9]{19}$") | pc.less_equal(photo_id, "9223372036854775807").to_numpy(
+        zero_copy_only=False)   # 19 digits compare as strings: above int64's max does not fit
+    flag(rows, ~(_matches(photo_id, r"^[0-9]{1,19}$") & fits), "bad_photo_id")
 
     decoded = {}
     for name in _DECODED_TEXT:
@@ -159,7 +162,7 @@ def parse_lines(lines: pa.Array, layout: int, *, max_field_bytes: int, drop_nume
     machine = tagging.split_tag_lists(raw["machine_tags"], drop_numeric=False, drop_camera=False)
     flag(rows, user["bad_escape"] | machine["bad_escape"], "bad_escape")
 
-    numbers = [("date_uploaded", _INTEGER, False), ("longitude", _DECIMAL, True),
+    numbers = [("date_uploaded", _INTEGER, True), ("longitude", _DECIMAL, True),
                ("latitude", _DECIMAL, True), ("accuracy", _INTEGER, True), ("marker", r"^[01]$", False)]
     if layout == 25:
         numbers.append(("line_number", _INTEGER, False))

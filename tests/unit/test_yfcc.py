@@ -35,6 +35,8 @@ def test_good_row_parses_every_field():
     (lambda: "", "field_count"),
     (lambda: line(25, photo_id="12x"), "bad_photo_id"),
     (lambda: line(25, photo_id="-5"), "bad_photo_id"),
+    (lambda: line(25, photo_id="9223372036854775808"), "bad_photo_id"),
+    (lambda: line(25, photo_id="12345678901234567890"), "bad_photo_id"),
     (lambda: line(25, title="x" * 2000), "oversize_field"),
     (lambda: line(25, description="100%"), "bad_escape"),
     (lambda: line(25, user_tags="dog,%zzcat"), "bad_escape"),
@@ -62,10 +64,16 @@ def test_videos_are_counted_and_dropped():
 
 
 def test_missing_values_are_null_not_rejected():
-    out = parse([line(25, date_taken="null", longitude="", latitude="", accuracy="", tags=())])
+    out = parse([line(25, date_taken="null", date_uploaded="", longitude="", latitude="", accuracy="", tags=())])
     row = out["clean"].to_pylist()[0]
     assert row["date_taken"] is None and row["longitude"] is None and row["accuracy"] is None
+    assert row["date_uploaded"] is None
     assert row["tags"] == []
+
+
+def test_largest_int64_photo_id_is_kept():
+    out = parse([line(25, photo_id="9223372036854775807")])
+    assert out["clean"]["photo_id"].to_pylist() == [9223372036854775807]
 
 
 def test_layouts_give_the_same_row():
