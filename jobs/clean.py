@@ -227,7 +227,7 @@ def run(spark: SparkSession, config: dict, root: str, inputs: list[str]) -> dict
     fs, path = storage.filesystem(staging_clean)
     fs.create_dir(path, recursive=True)
     options = tag_options(config)
-    spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", "20000")
+    spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", "50000")
     try:
         lines = spark.read.text(files).select("value", "_metadata.file_path", "_metadata.file_block_start")
         (lines.mapInArrow(lambda batches: clean_partition(batches, layouts=layouts, staging_clean=staging_clean,

@@ -90,40 +90,46 @@ def split_tag_lists(raw: pa.Array, *, drop_numeric: bool = True, drop_camera: bo
     n = len(raw)
     lists = pc.split_pattern(pc.fill_null(raw, ""), ",")
     parents = pc.list_parent_indices(lists).to_numpy()
-    flat, bad = url_decode(pc.list_flatten(lists))
-    bad_escape = np.zeros(n, dtype=bool)
-    bad_escape[parents[bad]] = True
-    flat = normalize(flat)
+    # Tags repeat (Zipf): decode, normalize and classify each distinct raw tag once.
+    encoded = pc.dictionary_encode(pc.list_flatten(lists))
+    raw_codes = encoded.indices.to_numpy(zero_copy_only=False)
+    distinct, bad = url_decode(encoded.dictionary)
+    distinct = normalize(distinct)
+    # Raw spellings that normalize alike ("Dog", "dog") must share a code for deduplication.
+    renumbered = pc.dictionary_encode(distinct)
+    codes = renumbered.indices.to_numpy(zero_copy_only=False)[raw_codes]
+    values = renumbered.dictionary
 
-    is_machine = pc.match_substring_regex(flat, MACHINE_TAG).to_numpy(zero_copy_only=False)
-    empty = (pc.utf8_length(flat).to_numpy() == 0)
-    dropped = {"empty": int(empty.sum())}
-    content = ~is_machine & ~empty
+    bad_escape = np.zeros(n, dtype=bool)
+    bad_escape[parents[bad[raw_codes]]] = True
+    machine = pc.match_substring_regex(values, MACHINE_TAG).to_numpy(zero_copy_only=False)
+    empty = pc.utf8_length(values).to_numpy() == 0
+    content = ~machine & ~empty
+    dropped = {"empty": int(empty[codes].sum())}
     rules = [("numeric", drop_numeric, lambda t: pc.match_substring_regex(t, NUMERIC_TAG)),
              ("camera", drop_camera, lambda t: pc.match_substring_regex(t, CAMERA_TAG)),
              ("stoplist", bool(stop), lambda t: pc.is_in(t, value_set=pa.array(sorted(stop or ()), pa.string())))]
     for rule, enabled, matches in rules:
         if not enabled:
             continue
-        hit = content & matches(flat).to_numpy(zero_copy_only=False)
-        dropped[rule] = int(hit.sum())
+        hit = content & matches(values).to_numpy(zero_copy_only=False)
+        dropped[rule] = int(hit[codes].sum())
         content &= ~hit
 
-    tags = _regroup(flat, parents, content, n)
-    machine_tags = _regroup(flat, parents, is_machine, n)
+    tags = _regroup(values, codes, parents, content[codes], n)
+    machine_tags = _regroup(values, codes, parents, machine[codes], n)
     return {"tags": tags, "machine_tags": machine_tags, "bad_escape": bad_escape, "dropped": dropped}
 
 
-def _regroup(flat: pa.Array, parents: np.ndarray, keep: np.ndarray, n: int) -> pa.ListArray:
-    """Rebuild list<string>[n] from the kept flat values, dropping duplicates within a photo."""
+def _regroup(values: pa.Array, codes: np.ndarray, parents: np.ndarray, keep: np.ndarray, n: int) -> pa.ListArray:
+    """Rebuild list<string>[n] from kept tags, dropping duplicates within a photo.
+
+    ``values[codes[i]]`` is flat tag i, owned by photo ``parents[i]``; ``keep`` selects flat tags.
+    """
     idx = np.flatnonzero(keep)
-    values = flat.take(pa.array(idx))
-    owner = parents[idx].astype(np.int64)
-    if len(idx):
-        codes = pc.dictionary_encode(values).indices.to_numpy().astype(np.int64)
-        _, first = np.unique(owner * (int(codes.max()) + 1) + codes, return_index=True)
-        first.sort()  # keep each photo's tags in the order the user gave them
-        values, owner = values.take(pa.array(first)), owner[first]
+    owner, tag = parents[idx].astype(np.int64), codes[idx].astype(np.int64)
+    _, first = np.unique(owner * (len(values) + 1) + tag, return_index=True)
+    first.sort()  # keep each photo's tags in the order the user gave them
     offsets = np.zeros(n + 1, dtype=np.int32)
-    np.cumsum(np.bincount(owner, minlength=n), out=offsets[1:])
-    return pa.ListArray.from_arrays(pa.array(offsets), values)
+    np.cumsum(np.bincount(owner[first], minlength=n), out=offsets[1:])
+    return pa.ListArray.from_arrays(pa.array(offsets), values.take(pa.array(tag[first])))

@@ -57,6 +57,7 @@ def main() -> int:
         clean.run(spark, config, "file://" + os.path.join(tmp, "warm"), [warm])   # JVM + Python workers warm
 
         pyarrow_parse(path, args.layout)                        # page cache warm for both
+        load_before = os.getloadavg()[0]
         rows_pa, seconds_pa = pyarrow_parse(path, args.layout)
         started = time.perf_counter()
         manifest = clean.run(spark, config, "file://" + os.path.join(tmp, "run"), [path])
@@ -67,7 +68,7 @@ def main() -> int:
         rate_clean = manifest["rows_in"] / seconds_clean
         rate_pa = args.rows / seconds_pa
         ratio = rate_clean / rate_pa
-        print(f"cores: {args.cores}")
+        print(f"cores: {args.cores}; load average before: {load_before:.1f}, after: {os.getloadavg()[0]:.1f} (other work skews the ratio)")
         print(f"pyarrow csv parse  : {rate_pa:12,.0f} rows/s  ({seconds_pa:.2f}s)")
         print(f"im2vec clean stage : {rate_clean:12,.0f} rows/s  ({seconds_clean:.2f}s; "
               f"{manifest['rows_out']:,} kept, {manifest['rows_rejected']:,} rejected, {manifest['videos']:,} videos)")
