@@ -17,6 +17,8 @@ import json
 import sys
 import time
 
+import pyarrow.fs as pafs
+
 from pipeline import Im2vecError, config as configuration, storage
 
 # Spark stages in pipeline order; `im2vec run` runs every one of them.
@@ -141,17 +143,37 @@ def cmd_run(args) -> int:
     return 0
 
 
-def status_text(root: str) -> str:
-    """A table of every stage under ``root``: complete (with counts and time) or missing."""
-    lines = [f"im2vec run at {root}", f"{'stage':<10} {'state':<10} {'rows in':>12} {'rows out':>12} "
-             f"{'rejected':>10} {'seconds':>8}  finished"]
+def stage_manifests(root: str) -> dict[str, dict | None]:
+    """{output folder: its manifest or None} for every stage under ``root``, in pipeline order.
+
+    Most stages write one folder named like the stage; ``sample`` writes one folder per epoch.
+    """
+    found: dict[str, dict | None] = {}
     for name in STAGES:
-        manifest = storage.read_manifest(storage.join(root, name))
+        if name != "sample":
+            found[name] = storage.read_manifest(storage.join(root, name))
+            continue
+        epochs_uri = storage.join(root, "epochs")
+        fs, path = storage.filesystem(epochs_uri)
+        if storage.exists(epochs_uri):
+            for info in sorted(fs.get_file_info(pafs.FileSelector(path)), key=lambda i: i.base_name):
+                if info.type == pafs.FileType.Directory and info.base_name.startswith("epoch="):
+                    found[f"epochs/{info.base_name}"] = storage.read_manifest(storage.join(epochs_uri, info.base_name))
+        if not any(k.startswith("epochs/") for k in found):
+            found["epochs"] = None
+    return found
+
+
+def status_text(root: str) -> str:
+    """A table of every stage output under ``root``: complete (counts, time), partial or missing."""
+    lines = [f"im2vec run at {root}", f"{'output':<20} {'state':<9} {'rows in':>12} {'rows out':>12} "
+             f"{'rejected':>10} {'seconds':>8}  finished"]
+    for name, manifest in stage_manifests(root).items():
         if manifest is None:
             state = "partial" if storage.exists(storage.join(root, name)) else "missing"
-            lines.append(f"{name:<10} {state:<10}")
+            lines.append(f"{name:<20} {state:<9}")
             continue
-        lines.append(f"{name:<10} {'complete':<10} {manifest['rows_in']:>12,} {manifest['rows_out']:>12,} "
+        lines.append(f"{name:<20} {'complete':<9} {manifest['rows_in']:>12,} {manifest['rows_out']:>12,} "
                      f"{manifest['rows_rejected']:>10,} {manifest['seconds']:>8.1f}  {manifest['finished']}")
     return "\n".join(lines)
 
@@ -159,7 +181,7 @@ def status_text(root: str) -> str:
 def cmd_status(args) -> int:
     root = storage.to_uri(args.root)
     if args.json:
-        print(json.dumps({n: storage.read_manifest(storage.join(root, n)) for n in STAGES}, indent=2))
+        print(json.dumps(stage_manifests(root), indent=2))
     else:
         print(status_text(root))
     return 0
