@@ -22,7 +22,7 @@ import pyarrow.fs as pafs
 from pipeline import Im2vecError, config as configuration, storage
 
 # Spark stages in pipeline order; `im2vec run` runs every one of them.
-STAGES = ["clean", "vocab", "wordvec", "sample"]
+STAGES = ["clean", "vocab", "wordvec", "features", "sample"]
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -48,6 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("wordvec", help="tag vectors: gensim word2vec on tag lists and/or pretrained GloVe")
     _common(p)
 
+    p = sub.add_parser("features", help="CNN features of every photo into features/ (Spark)")
+    _common(p)
+
     p = sub.add_parser("sample", help="pre-sample positives and negatives for epochs into epochs/ (Spark)")
     _common(p)
     p.add_argument("--epochs", type=_epoch_range, default=None, metavar="A-B",
@@ -58,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("schedule", help="keep `ahead` epochs sampled ahead of the trainer (long-running)")
     _common(p)
     p.add_argument("--once", action="store_true", help="bring epochs up to date once, then exit")
+
+    p = sub.add_parser("train", help="train the projection on epochs/ (TensorFlow; waits for unsampled epochs)")
+    _common(p)
 
     p = sub.add_parser("run", help="run every stage in order")
     _common(p)
@@ -107,7 +113,10 @@ def _run_stage(name: str, args, config: dict) -> dict:
         kwargs["inputs"] = args.input
     if name == "sample":
         kwargs["epochs"] = getattr(args, "epochs", None) or (1, int(config["epochs"]))
-    manifest = job.run(spark, config, root, **kwargs)
+    from pipeline import progress
+
+    with progress.report(spark, name):
+        manifest = job.run(spark, config, root, **kwargs)
     print(f"[im2vec] {name}: {manifest['rows_in']:,} rows in, {manifest['rows_out']:,} out, "
           f"{manifest['rows_rejected']:,} rejected in {time.time() - started:.1f}s -> {manifest['output']}")
     return manifest
@@ -127,6 +136,15 @@ def cmd_stage(args) -> int:
     return 0
 
 
+def cmd_train(args) -> int:
+    from model import train
+
+    m = train.run(_load_config(args), storage.to_uri(args.root))
+    print(f"[im2vec] train: epoch {m['epoch']}, step {m['step']}, P@5 {m.get('val_p_at_5')} "
+          f"(popularity {m['popularity_p_at_5']:.4f}) -> {m.get('output', m.get('model_dir'))}")
+    return 0
+
+
 def cmd_schedule(args) -> int:
     from jobs import schedule
 
@@ -137,6 +155,10 @@ def cmd_schedule(args) -> int:
 def cmd_run(args) -> int:
     config = _load_config(args)
     for name in STAGES:
+        if name == "features" and not config.get("images"):
+            print("[im2vec] features: SKIPPED: no image source; pass --set images=TEMPLATE "
+                  "(sample then runs without a feature column)", file=sys.stderr)
+            continue
         _run_stage(name, args, config)
     print()
     print(status_text(storage.to_uri(args.root)))
@@ -206,7 +228,7 @@ def cmd_demo_data(args) -> int:
     return 0
 
 
-HANDLERS = {"schedule": cmd_schedule, "run": cmd_run, "status": cmd_status, "synth": cmd_synth, "demo-data": cmd_demo_data}
+HANDLERS = {"train": cmd_train, "schedule": cmd_schedule, "run": cmd_run, "status": cmd_status, "synth": cmd_synth, "demo-data": cmd_demo_data}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,373 @@
+"""The sample stage: pre-sample each epoch's positive and negative tags, globally shuffled.
+
+Reads ROOT/vocab/ (tag_id, neg_weight, pos_weight), ROOT/tagged/ (train split) and, when present,
+ROOT/features/ (Petastorm: photo_id, feature as NdarrayCodec bytes). Writes, per epoch E:
+
+    ROOT/epochs/epoch=EEEEE/   plain Parquet that Petastorm's make_batch_reader reads:
+        photo_id  int64
+        feature   binary: raw little-endian float16[D] (only when features/ exists)
+        pos_ids   list<int32>, P = config positives, drawn from the image's tags ∝ pos_weight
+        neg_ids   list<int32>, K = config negatives, drawn by neg_weight, never an own tag
+      Rows are in shuffled order: files in name order, rows in file order. Row groups hold about
+      row_group_mb MiB. _manifest.json last: rows_in = train images, rows_out = rows written,
+      rows_rejected = train images with no tags, with every tag of the vocabulary (no negative
+      to draw) or, when features/ exists, without features (counted per reason).
+    ROOT/epochs/_manifest.json  a summary of the last `im2vec sample` run (sums over its epochs).
+
+Every draw is a pure function of (seed, epoch, photo_id, slot) (see pipeline.sampling), so an
+epoch is byte-identical however often and on however many partitions it is made.
+Run with `im2vec sample --root ROOT --epochs 1-3`, or `spark-submit jobs/sample.py --root ROOT`.
+"""
+from __future__ import annotations
+
+import functools
+import io
+import sys
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+from pyspark.broadcast import Broadcast
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from pipeline import Im2vecError, sampling, storage
+
+KEYS = ("seed", "positives", "negatives", "partitions", "row_group_mb")
+
+
+@dataclass
+class Inputs:
+    """What every epoch of one run samples from (see :func:`prepare`).
+
+    Attributes:
+        images: usable train images: photo_id, tag_ids [, feature].
+        tables: broadcast :class:`pipeline.sampling.SamplingTables`.
+        counts: train images and rejects by reason, for the manifests.
+        feature_dim: D of the features, None without features/.
+        uris: the input folders read.
+    """
+    images: DataFrame
+    tables: Broadcast
+    counts: dict
+    feature_dim: int | None
+    uris: list[str]
+
+
+def epoch_uri(root: str, epoch: int) -> str:
+    """``ROOT/epochs/epoch=00001`` for epoch 1."""
+    return storage.join(root, "epochs", f"epoch={epoch:05d}")
+
+
+def parameters(config: dict) -> dict:
+    """The configuration values the stage uses, checked: seed, positives, negatives, partitions, row_group_mb."""
+    params = {key: int(config[key]) for key in KEYS}
+    if params["positives"] < 1 or params["negatives"] < 1:
+        raise Im2vecError(f"positives and negatives must be at least 1, got {params['positives']} "
+                          f"and {params['negatives']}")
+    if params["row_group_mb"] < 1 or params["partitions"] < 0:
+        raise Im2vecError("row_group_mb must be at least 1 and partitions at least 0")
+    return params
+
+
+def read_vocab(spark: SparkSession, root: str) -> pd.DataFrame:
+    """ROOT/vocab/ as a pandas frame in tag_id order (tag_id, images, neg_weight, pos_weight); checks ids are 0..V-1."""
+    uri = storage.join(root, "vocab")
+    if storage.read_manifest(uri) is None:
+        raise Im2vecError(f"{uri} is missing or incomplete: run `im2vec vocab` first")
+    vocab = (spark.read.parquet(uri).select("tag_id", "images", "neg_weight", "pos_weight").toPandas()
+             .sort_values("tag_id", ignore_index=True))
+    if len(vocab) == 0 or not np.array_equal(vocab["tag_id"].to_numpy(), np.arange(len(vocab))):
+        raise Im2vecError(f"{uri}: tag_id must run 0..V-1 without gaps")
+    return vocab
+
+
+def prepare(spark: SparkSession, config: dict, root: str) -> Inputs:
+    """Read the inputs once for any number of epochs: broadcast the tables, count the rejects.
+
+    Args:
+        spark: the session; config: the run configuration; root: the run root URI.
+
+    Returns:
+        :class:`Inputs`. Counting the train images is one pass over tagged/ (and features/'s
+        photo_id column); the broadcast holds 20 bytes per tag.
+    """
+    vocab = read_vocab(spark, root)
+    size = len(vocab)
+    try:
+        tables = sampling.build_tables(vocab["neg_weight"].to_numpy(), vocab["pos_weight"].to_numpy())
+    except ValueError as err:
+        raise Im2vecError(f"vocab/ weights cannot be sampled from: {err}") from None
+    tagged_uri = storage.join(root, "tagged")
+    if not storage.exists(tagged_uri):
+        raise Im2vecError(f"{tagged_uri} is missing: run `im2vec vocab` first")
+    uris = [storage.join(root, "vocab"), tagged_uri]
+    train = spark.read.parquet(tagged_uri).where(F.col("split") == "train").select("photo_id", "tag_ids")
+    tag_count = F.coalesce(F.size("tag_ids"), F.lit(0))
+    usable = (tag_count > 0) & (tag_count < size)
+    reasons = {"no_tags": tag_count <= 0, "every_tag": tag_count >= size}
+
+    features_uri = storage.join(root, "features")
+    feature_dim = None
+    if storage.exists(features_uri):
+        if storage.read_manifest(features_uri) is None:
+            raise Im2vecError(f"{features_uri} is incomplete (no _manifest.json): finish `im2vec features` "
+                              "or remove the folder to sample without features")
+        uris.append(features_uri)
+        features = spark.read.parquet(features_uri).select("photo_id", "feature")
+        first = features.select("feature").first()
+        feature_dim = None if first is None else int(np.load(io.BytesIO(first[0])).size)
+        images = train.where(usable).join(features, "photo_id")
+        flags = features.select("photo_id", F.lit(True).alias("has_feature"))
+        counted = train.join(flags, "photo_id", "left")
+        reasons["no_features"] = usable & F.col("has_feature").isNull()
+    else:
+        images = train.where(usable)
+        counted = train
+    row = counted.agg(F.count(F.lit(1)).alias("train"),
+                      *(F.sum(cond.cast("long")).alias(name) for name, cond in reasons.items())).first()
+    counts = {name: int(row[name] or 0) for name in ["train", *reasons]}
+    return Inputs(images, spark.sparkContext.broadcast(tables), counts, feature_dim, uris)
+
+
+def shuffled(images: DataFrame, *, seed: int, epoch: int, partitions: int = 0) -> DataFrame:
+    """An epoch's order: DataFrame -> DataFrame.
+
+    Args:
+        images: any frame with photo_id long.
+        seed, epoch: select the order. partitions: output partitions; 0 = spark.sql.shuffle.partitions.
+
+    Returns:
+        ``images`` ordered by Spark's xxhash64 of (seed, epoch, photo_id), then photo_id: partition
+        i holds the i-th of ``partitions`` equal slices of the hash's range, sorted. The same rows
+        in the same order, partition after partition, whatever the input's partitioning and
+        however many partitions.
+    """
+    count = partitions or int(images.sparkSession.conf.get("spark.sql.shuffle.partitions"))
+    order = F.xxhash64(F.lit(seed).cast("long"), F.lit(epoch).cast("long"), "photo_id")
+    # xxhash64 is uniform over the longs, so equal slices of their range make equal partitions
+    # and repartitionByRange's sampling pass (a scan and copy of every row) is not needed.
+    slice_of = F.least(F.floor((order.cast("double") / 2.0 ** 64 + 0.5) * count).cast("int"), F.lit(count - 1))
+    keys = F.array(*(F.lit(key).cast("int") for key in partition_keys(count)))
+    return (images.withColumn("order", order).withColumn("slice_key", F.element_at(keys, slice_of + 1))
+            .repartition(count, "slice_key").sortWithinPartitions("order", "photo_id").drop("slice_key", "order"))
+
+
+def partition_keys(count: int) -> list[int]:
+    """For i in 0..count-1, the smallest int key that ``repartition(count, key)`` sends to partition i.
+
+    Spark places a row by ``pmod(murmur3(key, seed=42), count)`` (HashPartitioning); this is
+    Spark's Murmur3_x86_32.hashInt in Python.
+    """
+    def rotl(x, r):
+        return ((x << r) | (x >> (32 - r))) & 0xFFFFFFFF
+
+    def murmur3_int(key: int) -> int:
+        k1 = rotl((key & 0xFFFFFFFF) * 0xCC9E2D51 & 0xFFFFFFFF, 15) * 0x1B873593 & 0xFFFFFFFF
+        h1 = (rotl(42 ^ k1, 13) * 5 + 0xE6546B64) & 0xFFFFFFFF
+        h1 ^= 4
+        h1 = (h1 ^ (h1 >> 16)) * 0x85EBCA6B & 0xFFFFFFFF
+        h1 = (h1 ^ (h1 >> 13)) * 0xC2B2AE35 & 0xFFFFFFFF
+        h1 ^= h1 >> 16
+        return h1 - (1 << 32) if h1 >= 1 << 31 else h1
+
+    keys: dict[int, int] = {}
+    key = 0
+    while len(keys) < count:
+        keys.setdefault(murmur3_int(key) % count, key)  # Python's % is pmod
+        key += 1
+    return [keys[i] for i in range(count)]
+
+
+def write_partition(batches, *, folder: str, tables: Broadcast, seed: int, epoch: int, positives: int,
+                    negatives: int, row_group_rows: int):
+    """mapInArrow body: draw one partition's rows and write them, in order, to one Parquet file.
+
+    Writing here with pyarrow (instead of returning the draws to Spark's writer) spares a trip
+    through the JVM and parquet-mr's slow path for list columns. The file is named by partition
+    and task attempt; the driver keeps the attempts whose stats row it collected.
+
+    Yields:
+        One batch: ``file`` (name in ``folder``, or null when the partition is empty), ``rows``.
+    """
+    from pyspark import TaskContext
+
+    ctx = TaskContext.get()
+    name = f"part-{ctx.partitionId():05d}-{ctx.taskAttemptId()}.parquet"
+    fs, path = storage.filesystem(folder)
+    drawn_from = tables.value
+    writer, pending, rows = None, [], 0
+
+    def flush():
+        nonlocal writer, pending, rows
+        if writer is None:
+            writer = pq.ParquetWriter(f"{path}/{name}", pending[0].schema, filesystem=fs)
+        table = pa.Table.from_batches(pending)
+        writer.write_table(table, row_group_size=row_group_rows)
+        rows += table.num_rows
+        pending = []
+
+    for batch in batches:
+        pending.append(sampling.sample_batch(batch, drawn_from, seed, epoch, positives, negatives))
+        if sum(b.num_rows for b in pending) >= row_group_rows:
+            flush()
+    if pending:
+        flush()
+    if writer is not None:
+        writer.close()
+    yield pa.RecordBatch.from_arrays([pa.array([name if writer else None], pa.string()), pa.array([rows], pa.int64())],
+                                     names=["file", "rows"])
+
+
+def write_epoch(spark: SparkSession, config: dict, root: str, inputs: Inputs, epoch: int) -> dict:
+    """Make ROOT/epochs/epoch=EEEEE/ atomically (staging folder, replace, manifest last); returns its manifest."""
+    started = time.time()
+    params = parameters(config)
+    final = epoch_uri(root, epoch)
+    staged = storage.staging_uri(final)
+    fs, path = storage.filesystem(staged)
+    fs.create_dir(path, recursive=True)
+    row_bytes = 8 + 4 * (params["positives"] + params["negatives"]) + 2 * (inputs.feature_dim or 0)
+    body = functools.partial(write_partition, folder=staged, tables=inputs.tables, seed=params["seed"], epoch=epoch,
+                             positives=params["positives"], negatives=params["negatives"],
+                             row_group_rows=max(1, params["row_group_mb"] * 2 ** 20 // row_bytes))
+    try:
+        written = (shuffled(inputs.images, seed=params["seed"], epoch=epoch, partitions=params["partitions"])
+                   .mapInArrow(body, "file string, rows long").collect())
+        _commit_parts(staged, sorted(w.file for w in written if w.file),
+                      sampling.output_schema(inputs.feature_dim is not None))
+        storage.replace(staged, final)
+    finally:
+        storage.delete(staged)
+    counts = inputs.counts
+    rejected = {name: n for name, n in counts.items() if name != "train"}
+    rows_out = sum(w.rows for w in written)
+    if rows_out != counts["train"] - sum(rejected.values()):
+        raise Im2vecError(f"{final}: wrote {rows_out:,} rows for {counts['train'] - sum(rejected.values()):,} "
+                          "usable train images; does features/ hold a photo_id twice?")
+    return storage.write_manifest(
+        final, "sample", rows_in=counts["train"], rows_out=rows_out, rows_rejected=sum(rejected.values()),
+        parameters=params, inputs=inputs.uris, started=started, epoch=epoch, seed=params["seed"],
+        positives=params["positives"], negatives=params["negatives"], feature_dim=inputs.feature_dim,
+        rejected=rejected, files=len([w for w in written if w.file]))
+
+
+def _commit_parts(folder: str, committed: list[str], schema: pa.Schema) -> None:
+    """Keep the part files of the collected task attempts, renamed part-NNNNN.parquet (partition order)."""
+    fs, path = storage.filesystem(folder)
+    for info in fs.get_file_info(pafs.FileSelector(path)):
+        if info.base_name not in committed:
+            fs.delete_file(info.path)  # a failed or speculative attempt's file
+    for name in committed:
+        fs.move(f"{path}/{name}", f"{path}/{name.rsplit('-', 1)[0]}.parquet")
+    if not committed:  # readers learn the schema from a file, even with no rows
+        pq.write_table(schema.empty_table(), f"{path}/part-00000.parquet", filesystem=fs)
+
+
+def run(spark: SparkSession, config: dict, root: str, epochs: tuple[int, int] | None = None) -> dict:
+    """Sample epochs ``a..b`` (inclusive; default 1..config epochs) into ROOT/epochs/.
+
+    Returns:
+        The summary manifest written to ROOT/epochs/_manifest.json: rows_in, rows_out and
+        rows_rejected summed over the epochs, and ``epochs``, one short record per epoch.
+    """
+    started = time.time()
+    first, last = epochs or (1, int(config["epochs"]))
+    inputs = prepare(spark, config, root)
+    made = []
+    for epoch in range(first, last + 1):
+        manifest = write_epoch(spark, config, root, inputs, epoch)
+        made.append({key: manifest[key] for key in ("epoch", "rows_out", "seconds", "output")})
+        print(f"[im2vec] sample: epoch {epoch}: {manifest['rows_out']:,} rows in {manifest['seconds']:.1f}s",
+              flush=True)
+    inputs.tables.unpersist()
+    rows_in = inputs.counts["train"] * len(made)
+    rows_out = sum(m["rows_out"] for m in made)
+    return storage.write_manifest(storage.join(root, "epochs"), "sample", rows_in=rows_in, rows_out=rows_out,
+                                  rows_rejected=rows_in - rows_out, parameters=parameters(config),
+                                  inputs=inputs.uris, started=started, epochs=made)
+
+
+def check(spark: SparkSession, config: dict, root: str, epoch: int) -> dict:
+    """Compare a written epoch's draws with the distributions they should follow.
+
+    Negatives: each image draws from neg_weight restricted to the tags it does not carry, so tag
+    t's expected count is K · q_t · Σ_{images i not carrying t} 1 / (1 - Q_i), with q = neg_weight
+    normalized and Q_i the mass of image i's own tags; this is what the observed counts are
+    compared with (TV distance against the noise floor, chi-square on well-filled tags).
+    Positives: drawn ∝ pos_weight within each image's tags; reported against that expectation
+    and against a uniform pick of the image's tags, as mean log(images) and per frequency decile.
+
+    Returns:
+        A JSON-ready dict: epoch, images, own_tag_negatives and foreign_positives (both must be
+        0), ``negatives`` and ``positives`` from :func:`pipeline.sampling.draw_fit`, and the
+        positives' ``mean_log_images`` and ``deciles``.
+    """
+    final = epoch_uri(root, epoch)
+    manifest = storage.read_manifest(final)
+    if manifest is None:
+        raise Im2vecError(f"{final} is missing or incomplete: run `im2vec sample --epochs {epoch}-{epoch}` first")
+    vocab = read_vocab(spark, root)
+    size = len(vocab)
+    weights = pd.DataFrame({"tag_id": np.arange(size, dtype=np.int32),
+                            "q": vocab["neg_weight"] / vocab["neg_weight"].sum(), "w": vocab["pos_weight"]})
+    rows = (spark.read.parquet(final).select("photo_id", "pos_ids", "neg_ids")
+            .join(spark.read.parquet(storage.join(root, "tagged")).select("photo_id", "tag_ids"), "photo_id"))
+    own = rows.select("photo_id", F.explode("tag_ids").alias("tag_id")).join(
+        F.broadcast(spark.createDataFrame(weights)), "tag_id")
+    per_image = own.groupBy("photo_id").agg(F.sum("q").alias("own_mass"), F.sum("w").alias("w_total"),
+                                            F.count(F.lit(1)).alias("n_tags"))
+    per_tag = (own.join(per_image, "photo_id").groupBy("tag_id")
+               .agg(F.sum(1 / (1 - F.col("own_mass"))).alias("excluded"),
+                    F.sum(F.col("w") / F.col("w_total")).alias("pos_expected"),
+                    F.sum(1 / F.col("n_tags")).alias("pos_uniform"),
+                    F.count(F.lit(1)).alias("occurrences")).toPandas())
+    totals = rows.agg(
+        F.count(F.lit(1)).alias("images"),
+        F.sum(F.size(F.filter("neg_ids", lambda t: F.array_contains("tag_ids", t)))).alias("own_tag_negatives"),
+        F.sum(F.size(F.filter("pos_ids", lambda t: ~F.array_contains("tag_ids", t)))).alias("foreign_positives"),
+    ).first()
+    inverse_total = per_image.agg(F.sum(1 / (1 - F.col("own_mass")))).first()[0] or 0.0
+
+    def per_tag_array(frame: pd.DataFrame, column: str) -> np.ndarray:
+        values = np.zeros(size)
+        values[frame["tag_id"].to_numpy()] = frame[column].to_numpy()
+        return values
+
+    def drawn(column: str) -> np.ndarray:
+        return per_tag_array(rows.select(F.explode(column).alias("tag_id")).groupBy("tag_id").count().toPandas(),
+                             "count")
+
+    q = weights["q"].to_numpy()
+    neg_expected = q * (inverse_total - per_tag_array(per_tag, "excluded"))
+    pos_drawn, pos_expected = drawn("pos_ids"), per_tag_array(per_tag, "pos_expected")
+    pos_uniform, images = per_tag_array(per_tag, "pos_uniform"), vocab["images"].to_numpy()
+    log_images = np.log(np.maximum(images, 1))
+    return {
+        "epoch": epoch,
+        "images": int(totals["images"]),
+        "own_tag_negatives": int(totals["own_tag_negatives"] or 0),
+        "foreign_positives": int(totals["foreign_positives"] or 0),
+        "negatives": sampling.draw_fit(drawn("neg_ids"), neg_expected),
+        "positives": sampling.draw_fit(pos_drawn, pos_expected),
+        "mean_log_images": {name: float((values * log_images).sum() / values.sum())
+                            for name, values in (("drawn_positives", pos_drawn), ("expected", pos_expected),
+                                                 ("uniform_over_tags", pos_uniform))},
+        "deciles": sampling.frequency_deciles(images, per_tag_array(per_tag, "occurrences"),
+                                              {"uniform_over_tags": pos_uniform, "expected": pos_expected,
+                                               "drawn_positives": pos_drawn}),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    from pipeline import cli
+
+    return cli.main(["sample", *(sys.argv[1:] if argv is None else argv)])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

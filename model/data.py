@@ -1,0 +1,336 @@
+"""The trainer's input: epoch datasets read with Petastorm into ``tf.data``, and the validation set.
+
+This is the one module that knows how training data is read. The sample stage writes each epoch
+as plain Parquet (``ROOT/epochs/epoch=EEEEE/``: photo_id, feature = raw little-endian float16[D]
+bytes, pos_ids int32[P], neg_ids int32[K]); Petastorm's ``make_batch_reader`` reads it a row
+group at a time, in shuffled row-group order, in reader threads, and :func:`epoch_dataset` turns
+the row groups into training batches. A later move off Petastorm changes this file only.
+
+Why the reading path looks the way it does (see tests/benchmarks/bench_train.py): Petastorm's own
+Arrow -> numpy conversion builds one numpy array per row for list columns and one ``bytes`` per
+row for binary columns, then stacks them; at tens of thousands of examples/s that per-row Python
+competes with the model for the same cores. Here each row group stays an Arrow table until its
+columns are viewed as flat numpy arrays without a copy (the lists are fixed-size, so their
+values reshape to [n, P] and [n, K]), batches are cut from them in numpy, and the float16
+features travel as bytes and are decoded in the graph (a bitcast of byte pairs). Shuffling
+costs little: Petastorm reads row groups in shuffled order, a shuffle buffer mixes the rows of
+each row group with those held back from earlier ones (one numpy permutation per row group),
+and the sample stage has already shuffled the epoch globally.
+"""
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+import tensorflow as tf
+
+from pipeline import Im2vecError, sampling, storage
+
+COLUMNS = ("feature", "pos_ids", "neg_ids")
+
+
+def epoch_uri(root: str, epoch: int) -> str:
+    """``ROOT/epochs/epoch=00001`` for epoch 1 (the sample stage's layout)."""
+    return storage.join(root, "epochs", f"epoch={epoch:05d}")
+
+
+def wait_for_epoch(root: str, epoch: int, poll_seconds: float, log: Callable[[str], None] = print,
+                   timeout: float | None = None) -> dict:
+    """Block until ``ROOT/epochs/epoch=E/`` is complete (has ``_manifest.json``); return its manifest.
+
+    Args:
+        root: run root URI; epoch: the epoch number (from 1).
+        poll_seconds: seconds between looks.
+        log: where the "waiting" line goes (once, then every ~10 minutes).
+        timeout: give up after this many seconds (None = wait for ever).
+
+    Raises:
+        Im2vecError: on timeout, or when the epoch was sampled without features.
+    """
+    uri = epoch_uri(root, epoch)
+    started = last_log = time.time()
+    manifest = storage.read_manifest(uri)
+    if manifest is None:
+        log(f"waiting for epoch {epoch}: {uri} has no _manifest.json yet (is `im2vec schedule --root {root}` "
+            f"running? `im2vec sample --epochs {epoch}-{epoch}` makes it too); looking every {poll_seconds:g}s")
+    while manifest is None:
+        if timeout is not None and time.time() - started > timeout:
+            raise Im2vecError(f"epoch {epoch} did not appear in {uri} within {timeout:g}s")
+        time.sleep(poll_seconds)
+        manifest = storage.read_manifest(uri)
+        if manifest is None and time.time() - last_log > 600:
+            log(f"still waiting for epoch {epoch} ({time.time() - started:.0f}s)")
+            last_log = time.time()
+    if not manifest.get("feature_dim"):
+        raise Im2vecError(f"{uri} was sampled without features: run `im2vec features`, then sample again")
+    return manifest
+
+
+def read_row_groups(uri: str, *, seed: int | None = None, cur_shard: int | None = None,
+                    shard_count: int | None = None, workers: int = 2):
+    """Yield an epoch's row groups with Petastorm, as ``(feature_bytes, pos_ids, neg_ids)`` numpy arrays.
+
+    Args:
+        uri: an epoch folder (any storage URI).
+        seed: orders the row groups; the same seed on every worker of a distributed job keeps
+            the shards disjoint.
+        cur_shard, shard_count: read only shard ``cur_shard`` of ``shard_count`` (whole row groups,
+            each in exactly one shard); None = everything.
+        workers: Petastorm reader threads.
+
+    Yields:
+        ``feature_bytes`` uint8[n, 2·D] (raw little-endian float16), ``pos_ids`` int32[n, P],
+        ``neg_ids`` int32[n, K]: one row group (n rows) at a time, rows in file order.
+    """
+    from petastorm import make_batch_reader
+    from petastorm.arrow_reader_worker import ArrowReaderWorkerResultsQueueReader
+
+    url = storage.to_uri(uri)
+    # Petastorm resolves file://, hdfs:// and s3:// itself (s3 through s3fs); it knows s3a as s3.
+    url = "s3://" + url[len("s3a://"):] if url.startswith("s3a://") else url
+    # shuffle_rows=False: Petastorm copies each row group with Table.take either way, and the
+    # identity order copies faster; shuffled_batches permutes the rows.
+    reader = make_batch_reader(url, schema_fields=list(COLUMNS),
+                               shuffle_row_groups=True, shuffle_rows=False, seed=seed, num_epochs=1,
+                               cur_shard=cur_shard, shard_count=shard_count, workers_count=workers)
+    # Take each row group as the Arrow table the worker read, skipping Petastorm's per-row numpy
+    # conversion (see the module docstring). Pinned petastorm 0.13.1: fail loudly if that changes.
+    if type(reader._results_queue_reader) is not ArrowReaderWorkerResultsQueueReader:
+        raise RuntimeError("unexpected Petastorm reader internals; update model/data.py")
+    reader._results_queue_reader = _ArrowTables()
+    try:
+        for table in reader:
+            yield arrow_columns(table)
+    finally:
+        # Not the context manager: its exit prints "Cache cleanup complete." on every epoch.
+        reader.stop()
+        reader.join()
+
+
+class _ArrowTables:
+    """Petastorm results-queue reader handing over each row group's Arrow table as it is.
+
+    It also works around a race in petastorm 0.13.1's ThreadPool.get_results, which can end an
+    epoch early and silently drop row groups (seen: 543 of 1,000 rows, or none of a shard):
+    it checks "every worker's queue is empty and done" and then "the ventilator is complete" as
+    two steps, and the ventilator can hand out the remaining row groups in between. After that
+    end-of-data signal the ventilator is complete and its counts are final, so row groups still
+    out (ventilated > processed) mean the signal was premature: keep reading.
+    """
+
+    batched_output = True
+
+    def read_next(self, workers_pool, schema, ngram):
+        from petastorm.workers_pool import EmptyResultError
+
+        while True:
+            try:
+                return workers_pool.get_results()
+            except EmptyResultError:
+                if getattr(workers_pool, "_ventilated_items_by_worker", None) == \
+                        getattr(workers_pool, "_ventilated_items_processed_by_worker", None):
+                    raise StopIteration from None
+
+
+def arrow_columns(table: pa.Table) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One epoch row group as numpy without per-row work: (uint8[n, 2·D], int32[n, P], int32[n, K]).
+
+    The arrays are views of the table's buffers (no copy when each column is one chunk).
+
+    Raises:
+        ValueError: rows of unequal feature size or list length (not a sample-stage epoch).
+    """
+    n = table.num_rows
+
+    def column(name: str) -> pa.Array:
+        chunked = table.column(name)
+        # combine_chunks copies even a single chunk (30 ms for a 32 MiB row group)
+        return chunked.chunk(0) if chunked.num_chunks == 1 else chunked.combine_chunks()
+
+    columns = []
+    for name in COLUMNS:
+        array = column(name)
+        if name == "feature":
+            offsets = np.frombuffer(array.buffers()[1], dtype=np.int32)[array.offset:array.offset + n + 1]
+            values = np.frombuffer(array.buffers()[2], dtype=np.uint8)
+        else:
+            offsets = array.offsets.to_numpy()
+            values = array.values.to_numpy()
+        widths = np.diff(offsets)
+        if n and np.any(widths != widths[0]):
+            raise ValueError(f"{name} values differ in length between rows")
+        columns.append(values[offsets[0]:offsets[-1]].reshape(n, int(widths[0]) if n else 0))
+    return tuple(columns)
+
+
+def shuffled_batches(row_groups, batch_size: int, shuffle_buffer: int = 0, seed: int | None = None):
+    """Cut row groups into batches, mixing rows across neighbouring row groups in a shuffle buffer.
+
+    Args:
+        row_groups: iterable of same-length column tuples (numpy arrays, one row per row of axis 0),
+            e.g. :func:`read_row_groups`.
+        batch_size: rows per batch; every batch but the last of the pass is full.
+        shuffle_buffer: rows held back; each arriving row group is mixed with them (one numpy
+            permutation), and batches are cut from the mix. 0 = batches in arrival order.
+        seed: seeds the permutations.
+
+    Yields:
+        Column tuples of ``batch_size`` rows (views of the mixed arrays: no copy per batch).
+    """
+    rng = np.random.default_rng(seed)
+    pool = None
+    for group in row_groups:
+        pool = group if pool is None else tuple(np.concatenate([held, new]) for held, new in zip(pool, group))
+        if shuffle_buffer > 0:
+            order = rng.permutation(len(pool[0]))
+            pool = tuple(column[order] for column in pool)
+        ready = max(0, len(pool[0]) - shuffle_buffer) // batch_size * batch_size
+        for start in range(0, ready, batch_size):
+            yield tuple(column[start:start + batch_size] for column in pool)
+        pool = tuple(column[ready:] for column in pool)
+    for start in range(0, 0 if pool is None else len(pool[0]), batch_size):
+        yield tuple(column[start:start + batch_size] for column in pool)
+
+
+def epoch_dataset(uri: str, *, feature_dim: int, positives: int, negatives: int, batch_size: int,
+                  shuffle_buffer: int = 8192, seed: int | None = None, cur_shard: int | None = None,
+                  shard_count: int | None = None, workers: int = 2) -> tf.data.Dataset:
+    """One pass over an epoch folder as a ``tf.data.Dataset`` of training batches.
+
+    Args:
+        uri: ``ROOT/epochs/epoch=E``; feature_dim, positives, negatives: D, P and K (from its manifest).
+        batch_size: rows per batch (the last batch of the pass may be smaller).
+        shuffle_buffer: rows of the shuffle buffer (:func:`shuffled_batches`); with 0, row groups
+            are still read in shuffled order (and the sample stage shuffled the epoch's rows).
+        seed, cur_shard, shard_count, workers: as for :func:`read_row_groups`.
+
+    Returns:
+        A dataset of dicts: ``feature`` float16[B, D], ``pos_ids`` int32[B, P], ``neg_ids``
+        int32[B, K], prefetched. Each iteration opens a fresh Petastorm reader.
+    """
+    signature = (tf.TensorSpec([None, 2 * feature_dim], tf.uint8), tf.TensorSpec([None, positives], tf.int32),
+                 tf.TensorSpec([None, negatives], tf.int32))
+
+    def batches():
+        groups = read_row_groups(uri, seed=seed, cur_shard=cur_shard, shard_count=shard_count, workers=workers)
+        return shuffled_batches(groups, batch_size, shuffle_buffer, seed)
+
+    def to_batch(feature_bytes, pos_ids, neg_ids):
+        return {"feature": bytes_to_float16(feature_bytes, feature_dim), "pos_ids": pos_ids, "neg_ids": neg_ids}
+
+    # Batches are cut in numpy, so tf.data sees one element per batch: its per-element cost and
+    # its copies (rebatch, shuffle, unbatch) would each cost more than the model's step.
+    return tf.data.Dataset.from_generator(batches, output_signature=signature).map(to_batch).prefetch(
+        tf.data.AUTOTUNE)
+
+
+def bytes_to_float16(feature_bytes: tf.Tensor, feature_dim: int) -> tf.Tensor:
+    """uint8[n, 2·D] raw little-endian float16 -> float16[n, D], in the graph."""
+    pairs = tf.reshape(feature_bytes, [-1, feature_dim, 2])
+    if np.little_endian:
+        return tf.bitcast(pairs, tf.float16)
+    return tf.bitcast(tf.reverse(pairs, axis=[-1]), tf.float16)
+
+
+# --- what does not change between epochs ------------------------------------------------------
+
+def read_vocab(root: str) -> pa.Table:
+    """ROOT/vocab/ in tag_id order: tag_id, tag, images, neg_weight, pos_weight (tag_id runs 0..V-1)."""
+    uri = storage.join(root, "vocab")
+    if storage.read_manifest(uri) is None:
+        raise Im2vecError(f"{uri} is missing or incomplete: run `im2vec vocab` first")
+    fs, path = storage.filesystem(uri)
+    table = ds.dataset(path, filesystem=fs, format="parquet").to_table(
+        columns=["tag_id", "tag", "images", "neg_weight", "pos_weight"]).sort_by("tag_id")
+    if not np.array_equal(table.column("tag_id").to_numpy(), np.arange(table.num_rows)):
+        raise Im2vecError(f"{uri}: tag_id must run 0..V-1 without gaps")
+    return table
+
+
+def read_tag_vectors(root: str, vocab_size: int) -> np.ndarray:
+    """The wordvec stage's tag vectors (ROOT/wordvec/vectors/) as float32[V, d], row = tag_id."""
+    uri = storage.join(root, "wordvec")
+    if storage.read_manifest(uri) is None:
+        raise Im2vecError(f"{uri} is missing or incomplete: run `im2vec wordvec` first")
+    fs, path = storage.filesystem(storage.join(uri, "vectors"))
+    table = ds.dataset(path, filesystem=fs, format="parquet").to_table(columns=["tag_id", "vector"]).sort_by("tag_id")
+    if not np.array_equal(table.column("tag_id").to_numpy(), np.arange(vocab_size)):
+        raise Im2vecError(f"{uri} has {table.num_rows:,} tag vectors for a vocabulary of {vocab_size:,} tags: "
+                          "run `im2vec wordvec` again after `im2vec vocab`")
+    values = table.column("vector").combine_chunks().flatten().to_numpy()
+    return values.reshape(vocab_size, -1).astype(np.float32)
+
+
+def train_tag_counts(root: str, vocab_size: int) -> np.ndarray:
+    """Train-split images per tag: int64[V], counted from ROOT/tagged/ one record batch at a time.
+
+    The popularity baseline ranks by these: the vocabulary's own counts include the validation
+    images, which would let the baseline peek at the answers.
+    """
+    fs, path = storage.filesystem(storage.join(root, "tagged"))
+    counts = np.zeros(vocab_size, dtype=np.int64)
+    scanner = ds.dataset(path, filesystem=fs, format="parquet").scanner(
+        columns=["tag_ids"], filter=pc.field("split") == "train")
+    for batch in scanner.to_batches():
+        counts += np.bincount(batch.column(0).flatten().to_numpy(), minlength=vocab_size)[:vocab_size]
+    return counts
+
+
+def validation_set(root: str, vocab: pa.Table, *, limit: int, seed: int, positives: int, negatives: int) -> dict:
+    """Validation images with features, their true tags, and fixed positive/negative draws.
+
+    Reads ROOT/tagged/ (split == "validation") and ROOT/features/ (Petastorm: photo_id, feature as
+    NdarrayCodec bytes). Keeps images with 1..V-1 tags and a feature; when there are more than
+    ``limit``, the ``limit`` with the smallest hash of (seed, photo_id), so the set is the same on
+    every run. Positives and negatives are drawn as the sample stage draws them (same weights, same
+    code), from a stream no training epoch uses (epoch 0), so the validation loss is the training
+    objective on unseen images and is comparable between epochs.
+
+    Returns:
+        dict of numpy arrays: ``photo_id`` int64[N], ``feature`` float16[N, D], ``offsets``
+        int64[N + 1] and ``tag_ids`` int32[...] (true tags), ``pos_ids`` int32[N, P],
+        ``neg_ids`` int32[N, K]. N may be 0.
+    """
+    size = vocab.num_rows
+    tagged_uri, features_uri = storage.join(root, "tagged"), storage.join(root, "features")
+    if storage.read_manifest(features_uri) is None:
+        raise Im2vecError(f"{features_uri} is missing or incomplete: run `im2vec features` first")
+    fs, path = storage.filesystem(tagged_uri)
+    tagged = ds.dataset(path, filesystem=fs, format="parquet").to_table(
+        columns=["photo_id", "tag_ids"], filter=pc.field("split") == "validation")
+    counts = pc.fill_null(pc.list_value_length(tagged.column("tag_ids")), 0).to_numpy()
+    tagged = tagged.filter(pa.array((counts > 0) & (counts < size)))
+    photo_id = tagged.column("photo_id").to_numpy()
+    fs, path = storage.filesystem(features_uri)
+    with_feature = ds.dataset(path, filesystem=fs, format="parquet").to_table(
+        columns=["photo_id"], filter=pc.field("photo_id").isin(pa.array(photo_id))).column("photo_id").to_numpy()
+    tagged = tagged.filter(pa.array(np.isin(photo_id, with_feature)))
+    photo_id = tagged.column("photo_id").to_numpy()
+    order = np.lexsort((photo_id, sampling.mix64(photo_id.astype(np.uint64) ^ np.uint64(seed))))
+    tagged = tagged.take(pa.array(np.sort(order[:limit]))).combine_chunks()
+    if tagged.num_rows == 0:
+        return {"photo_id": np.zeros(0, np.int64), "feature": np.zeros((0, 0), np.float16),
+                "offsets": np.zeros(1, np.int64), "tag_ids": np.zeros(0, np.int32),
+                "pos_ids": np.zeros((0, positives), np.int32), "neg_ids": np.zeros((0, negatives), np.int32)}
+    features = ds.dataset(path, filesystem=fs, format="parquet").to_table(
+        columns=["photo_id", "feature"], filter=pc.field("photo_id").isin(tagged.column("photo_id")))
+    # One row per photo, in tagged's order (a feature written twice would count once).
+    position = pc.index_in(tagged.column("photo_id"), features.column("photo_id")).to_numpy()
+    batch = pa.RecordBatch.from_arrays(
+        [tagged.column("photo_id").combine_chunks(), tagged.column("tag_ids").combine_chunks(),
+         features.column("feature").take(pa.array(position)).combine_chunks()],
+        names=["photo_id", "tag_ids", "feature"])
+    tables = sampling.build_tables(vocab.column("neg_weight").to_numpy(), vocab.column("pos_weight").to_numpy())
+    drawn = sampling.sample_batch(batch, tables, seed, 0, positives, negatives)
+    feature_bytes, pos_ids, neg_ids = arrow_columns(pa.Table.from_batches([drawn]))
+    lists = batch.column("tag_ids")
+    offsets = lists.offsets.to_numpy().astype(np.int64)
+    return {"photo_id": batch.column("photo_id").to_numpy(),
+            "feature": feature_bytes.view("<f2").astype(np.float16, copy=False),
+            "offsets": offsets - offsets[0],
+            "tag_ids": lists.values.to_numpy()[offsets[0]:offsets[-1]].astype(np.int32),
+            "pos_ids": pos_ids, "neg_ids": neg_ids}

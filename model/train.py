@@ -1,0 +1,483 @@
+"""The trainer: learn g(f), the map from image features to tag vectors, from pre-sampled epochs.
+
+Read it top to bottom: the configuration it uses, the pieces (placement and distribution, the
+training step, validation, outputs), then :func:`run`, the loop. Each training row is an image's
+feature f, P positive tags and K negative tags (drawn by the sample stage); the loss pulls g(f)
+towards the positives' vectors and away from the negatives' (``loss``: word2vec's negative
+sampling, or Fast0Tag's pairwise ranking; see model/projection.py).
+
+Reads (ROOT = the run root URI):
+    ROOT/epochs/epoch=E/         training rows, via Petastorm (model/data.py); the trainer waits for an
+                                 epoch the scheduler has not finished (no _manifest.json) yet
+    ROOT/wordvec/vectors/        the starting tag table, row = tag_id
+    ROOT/vocab/ tagged/ features/  the validation set (validation split), checked after every epoch
+Writes:
+    ROOT/model/progress.json     {"epoch": last finished, "step", "val_loss", "val_p_at_5", "val_r_at_5",
+                                 "train_loss", "popularity_p_at_5", "popularity_r_at_5", "history": [...]};
+                                 replaced atomically at every checkpoint; the scheduler reads "epoch"
+    ROOT/model/projection.keras  g as a Keras model: float32[N, D] features -> float32[N, d] tag space
+    ROOT/model/tag_vectors.npy   float32[V, d], the tag table used in training (row = tag_id)
+    ROOT/model/tag_bias.npy      float32[V]: add to g(f)·v_t to rank tags for an image (projection.tag_bias)
+    ROOT/reports/train.png       train/validation loss and P@5/R@5 per epoch, popularity baseline dashed
+    MODEL_DIR/checkpoints/       tf.train.CheckpointManager, every checkpoint_steps steps and at each epoch end
+    MODEL_DIR/logs/              TensorBoard (loss every LOG_STEPS steps; validation every epoch)
+    ROOT/model/_manifest.json    last, once every epoch through ``epochs`` is trained
+MODEL_DIR is ROOT/model for a file:// root, else the local (or shared) folder ``model_dir``:
+TensorFlow writes checkpoints and logs to local file systems only.
+
+Placement ("wide on CPU, deep on GPU"): g lives where TensorFlow puts it (the GPU when there is
+one); the tag table lives on the CPU and a step reads and updates only the rows its batch names
+(:class:`model.projection.TagTable`), so a step costs the same for 10k or 10M tags.
+
+Joint optimization and zero-shot words: with ``tag_learning_rate: 0`` the table is frozen at the
+wordvec vectors and g learns to map images into that pretrained space itself. With
+``tag_learning_rate > 0`` the vocabulary's rows are trained too (sparse Adagrad, their own rate),
+starting from their pretrained vectors. Either way the table is a copy of the vocabulary's rows
+only: ROOT/wordvec/words.kv is never touched, so a word outside the vocabulary keeps its
+pretrained vector and still scores an image as g(f)·v_word. That keeps working after joint
+training because the table starts in the pretrained space and moves slowly (its own learning
+rate, and Adagrad's steps shrink as a row's accumulator grows), so g keeps mapping into that
+space; the manifest's ``tag_cosine_to_initial`` (mean cosine of each trained row to its
+pretrained vector) says how far the vocabulary moved; keep it near 1 (a lower
+tag_learning_rate) when zero-shot words matter. Tag with tag_vectors.npy (+ tag_bias.npy) for
+vocabulary tags and words.kv for every other word.
+
+Validation ranks the whole vocabulary for each image by g(f)·v_t + tag_bias_t: training
+samples positives ∝ pos_weight and negatives ∝ neg_weight, which lifts rare tags' raw scores
+above their odds (see :func:`model.projection.tag_bias`); on the openclipart demo the raw
+scores' P@5 falls below the popularity baseline while the offset ranking beats it 2-3x.
+
+Resuming: a killed trainer is started again with the same command. It restores the last
+checkpoint (weights, optimizer slots, table, step and last finished epoch) and goes on with the
+next epoch; an epoch that was cut short is trained again from its start (its earlier steps are
+kept in the weights, so its rows are seen about 1.x times), and the step counter continues.
+
+Beyond one machine (data parallel): start one process per worker (one GPU each; hide the others
+with CUDA_VISIBLE_DEVICES) with TF_CONFIG set, e.g. on two hosts::
+
+    TF_CONFIG='{"cluster": {"worker": ["host1:12345", "host2:12345"]}, "task": {"type": "worker", "index": 0}}' \\
+        im2vec train --root file:///shared/im2vec/run --set epochs=10
+    (the same on host2 with "index": 1; a file:// root on a shared file system, or an hdfs://
+    or s3a:// root with --set model_dir=/local/folder, which Petastorm reads through libhdfs or s3fs)
+
+Then the trainer uses tf.distribute.MultiWorkerMirroredStrategy: each worker reads its Petastorm
+shard of every epoch (whole row groups, cur_shard = its index, shard_count = workers, the same
+row-group seed everywhere so the shards are disjoint) and runs the same number of steps (an
+epoch's rows / global batch; a short shard starts over), g's gradients are all-reduced, and the
+table's sparse row gradients are all-gathered, so every worker applies the same sparse update
+to its own CPU copy of the table. Worker 0 is the chief: it validates and writes progress,
+outputs and logs; each worker checkpoints into its own folder (MODEL_DIR/checkpoints, or
+MODEL_DIR/checkpoints/worker-I), so a restarted job resumes on every worker. Every worker holds
+the whole table (1M tags x 50 floats: 200 MB, as much again for Adagrad); a table beyond one
+machine's memory would need ParameterServerStrategy, which this trainer does not implement.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+import time
+import uuid
+from datetime import datetime, timezone
+
+import numpy as np
+
+from pipeline import Im2vecError, storage
+
+# --- configuration -----------------------------------------------------------------------------
+# Config keys the trainer reads (documented in pipeline/defaults.yaml, "# --- train ---").
+KEYS = ("epochs", "seed", "positives", "negatives", "hidden_sizes", "loss", "batch_size", "learning_rate",
+        "tag_learning_rate", "shuffle_buffer", "reader_workers", "checkpoint_steps", "validation_images",
+        "train_poll_seconds", "model_dir")
+TOP_K = 5                 # validation ranks this many tags per image: P@5, R@5
+LOG_STEPS = 100           # train loss to TensorBoard every this many steps
+KEEP_CHECKPOINTS = 3      # the CheckpointManager keeps the newest few
+VALIDATION_BATCH = 4096   # images per forward pass while validating
+
+
+def log(message: str) -> None:
+    print(f"[im2vec] train: {message}", flush=True)
+
+
+def parameters(config: dict) -> dict:
+    """The configuration values the trainer uses (:data:`KEYS`), checked and typed."""
+    from model.projection import LOSSES
+
+    try:
+        params = {
+            "epochs": int(config["epochs"]), "seed": int(config["seed"]), "positives": int(config["positives"]),
+            "negatives": int(config["negatives"]),
+            "hidden_sizes": [int(size) for size in (config["hidden_sizes"] or [])],
+            "loss": str(config["loss"]), "batch_size": int(config["batch_size"]),
+            "learning_rate": float(config["learning_rate"]), "tag_learning_rate": float(config["tag_learning_rate"]),
+            "shuffle_buffer": int(config["shuffle_buffer"]), "reader_workers": int(config["reader_workers"]),
+            "checkpoint_steps": int(config["checkpoint_steps"]), "validation_images": int(config["validation_images"]),
+            "train_poll_seconds": float(config["train_poll_seconds"]), "model_dir": str(config["model_dir"] or ""),
+        }
+    except (TypeError, ValueError) as err:
+        raise Im2vecError(f"train: a config value has the wrong type: {err}") from None
+    if params["loss"] not in LOSSES:
+        raise Im2vecError(f"loss must be one of {', '.join(LOSSES)}, got {params['loss']!r}")
+    if min(params["epochs"], params["batch_size"], params["reader_workers"], params["checkpoint_steps"],
+           params["validation_images"], *params["hidden_sizes"], 1) < 1:
+        raise Im2vecError("epochs, batch_size, reader_workers, checkpoint_steps, validation_images and "
+                          "hidden_sizes must be at least 1")
+    if params["learning_rate"] <= 0 or params["tag_learning_rate"] < 0 or params["shuffle_buffer"] < 0 \
+            or params["train_poll_seconds"] <= 0:
+        raise Im2vecError("learning_rate and train_poll_seconds must be > 0; tag_learning_rate and "
+                          "shuffle_buffer >= 0")
+    return params
+
+
+# --- placement and distribution ----------------------------------------------------------------
+
+def distribution():
+    """``(strategy, worker_index, worker_count)``: MultiWorkerMirroredStrategy under TF_CONFIG, else TF's default.
+
+    Worker 0 is the chief (the ``chief`` task when the cluster has one, else ``worker`` 0).
+    """
+    import tensorflow as tf
+
+    if not os.environ.get("TF_CONFIG"):
+        return tf.distribute.get_strategy(), 0, 1
+    strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    resolver = strategy.cluster_resolver
+    cluster = resolver.cluster_spec().as_dict()
+    chiefs, workers = len(cluster.get("chief", [])), len(cluster.get("worker", []))
+    index = resolver.task_id + (chiefs if resolver.task_type == "worker" else 0)
+    if strategy.num_replicas_in_sync != chiefs + workers:
+        raise Im2vecError(f"train: one replica per worker process is supported, got {strategy.num_replicas_in_sync} "
+                          f"replicas on {chiefs + workers} workers; start one process per GPU "
+                          "(CUDA_VISIBLE_DEVICES) instead")
+    return strategy, index, chiefs + workers
+
+
+def local_model_dir(root: str, configured: str) -> str:
+    """Where TensorFlow writes checkpoints/ and logs/: ``model_dir`` if set, else ROOT/model (file:// only)."""
+    if configured:
+        return os.path.abspath(os.path.expanduser(configured))
+    import pyarrow.fs as pafs
+
+    fs, path = storage.filesystem(storage.join(root, "model"))
+    if not isinstance(fs, pafs.LocalFileSystem):
+        raise Im2vecError(f"{root} is not a file:// root: set model_dir to a local or shared folder for "
+                          "checkpoints and TensorBoard logs (e.g. --set model_dir=/data/im2vec-model)")
+    return path
+
+
+# --- the training step -------------------------------------------------------------------------
+
+def make_train_step(strategy, projection, optimizer, table, loss_name: str):
+    """A ``tf.function`` running one synchronous step on every replica; returns the global mean loss.
+
+    Args:
+        strategy: from :func:`distribution`; projection: g (Keras); optimizer: Keras, for g.
+        table: :class:`model.projection.TagTable`; loss_name: one of ``projection.LOSSES``.
+
+    The step takes a batch dict (feature float16[B, D], pos_ids int32[B, P], neg_ids int32[B, K])
+    as ``strategy.distribute_datasets_from_function`` yields it.
+    """
+    import tensorflow as tf
+    from model.projection import loss_function, merge_rows, scores
+
+    loss_fn = loss_function(loss_name)
+    distributed = strategy.num_replicas_in_sync > 1
+
+    def replica_step(batch):
+        pos_ids = batch["pos_ids"]
+        positives = tf.shape(pos_ids)[1]
+        unique_ids, rows, index = table.lookup(tf.concat([pos_ids, batch["neg_ids"]], axis=1))
+        with tf.GradientTape() as tape:
+            tape.watch(rows)
+            image_vectors = projection(tf.cast(batch["feature"], tf.float32), training=True)
+            row_scores = scores(image_vectors, tf.gather(rows, index))  # [B, P + K]
+            per_image = loss_fn(row_scores[:, :positives], row_scores[:, positives:])
+            loss = tf.nn.compute_average_loss(per_image)               # sum / global batch
+        if table.frozen:
+            gradients = tape.gradient(loss, projection.trainable_variables)
+        else:
+            gradients, row_gradients = tape.gradient(loss, [projection.trainable_variables, rows])
+            row_gradients = tf.convert_to_tensor(row_gradients)
+            if distributed:
+                # Every replica applies every replica's rows, so the CPU copies stay identical.
+                context = tf.distribute.get_replica_context()
+                unique_ids, row_gradients = merge_rows(context.all_gather(unique_ids, axis=0),
+                                                       context.all_gather(row_gradients, axis=0))
+            table.apply_gradients(unique_ids, row_gradients)
+        optimizer.apply_gradients(zip(gradients, projection.trainable_variables))
+        return loss
+
+    @tf.function(reduce_retracing=True)
+    def train_step(batch):
+        return strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(replica_step, args=(batch,)), axis=None)
+
+    return train_step
+
+
+# --- validation --------------------------------------------------------------------------------
+
+def embed(projection, feature: np.ndarray) -> np.ndarray:
+    """g(f) for float16/float32[N, D] features: float32[N, d], VALIDATION_BATCH rows at a time."""
+    out = [np.asarray(projection(feature[i:i + VALIDATION_BATCH].astype(np.float32), training=False))
+           for i in range(0, len(feature), VALIDATION_BATCH)]
+    return np.concatenate(out) if out else np.zeros((0, projection.output_shape[-1]), np.float32)
+
+
+def validate(projection, tag_vectors: np.ndarray, tag_bias: np.ndarray, validation: dict, loss_name: str) -> dict:
+    """Loss, P@5 and R@5 on the validation set (see :func:`model.data.validation_set`).
+
+    Returns:
+        ``{"val_loss", "val_p_at_5", "val_r_at_5"}``: the mean per-image loss on the set's fixed
+        positive/negative draws, and precision/recall of the 5 best tags of the whole table by
+        score + tag_bias (:func:`model.projection.tag_bias`).
+    """
+    import tensorflow as tf
+    from model import metrics
+    from model.projection import loss_function, scores
+
+    image_vectors = tf.constant(embed(projection, validation["feature"]))
+    per_image = loss_function(loss_name)(scores(image_vectors, tf.gather(tag_vectors, validation["pos_ids"])),
+                                         scores(image_vectors, tf.gather(tag_vectors, validation["neg_ids"])))
+    top = metrics.top_k_tags(image_vectors.numpy(), tag_vectors, TOP_K, tag_bias)
+    precision, recall = metrics.precision_recall_at_k(top, validation["offsets"], validation["tag_ids"])
+    return {"val_loss": float(tf.reduce_mean(per_image)), "val_p_at_5": precision, "val_r_at_5": recall}
+
+
+# --- outputs -----------------------------------------------------------------------------------
+
+def write_atomic(uri: str, data: bytes) -> None:
+    """Write a file so a reader sees the old one or the new one, never half of it (temp + rename)."""
+    fs, path = storage.filesystem(uri)
+    fs.create_dir(os.path.dirname(path), recursive=True)
+    temporary = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
+    with fs.open_output_stream(temporary) as out:
+        out.write(data)
+    fs.move(temporary, path)   # a rename on local disks and HDFS; copy + delete on object stores
+
+
+def scalar(name: str, value: float, step: int) -> None:
+    """Write one TensorBoard scalar to the default summary writer.
+
+    ``tf.summary.scalar`` lives in the tensorboard package, which tensorflow-cpu does not install;
+    this writes the same event (a tensor tagged for TensorBoard's scalars plugin) with core TF.
+    """
+    import tensorflow as tf
+    from tensorflow.core.framework import summary_pb2
+
+    metadata = summary_pb2.SummaryMetadata(
+        plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars"),
+        data_class=summary_pb2.DATA_CLASS_SCALAR)
+    tf.summary.write(name, tf.constant(float(value), tf.float32), step=step, metadata=metadata)
+
+
+def read_progress(root: str) -> dict:
+    """ROOT/model/progress.json, or {} when there is none (or it cannot be read)."""
+    try:
+        return json.loads(storage.read_text(storage.join(root, "model", "progress.json")))
+    except (FileNotFoundError, OSError, ValueError):
+        return {}
+
+
+def plot_history(history: list[dict]) -> bytes:
+    """A PNG of the per-epoch history: train/validation loss, and P@5/R@5 against the popularity baseline."""
+    from matplotlib.figure import Figure   # the Agg canvas, no display and no pyplot state
+    from matplotlib.ticker import MaxNLocator
+
+    epochs = [h["epoch"] for h in history]
+    figure = Figure(figsize=(10, 4), layout="constrained")
+    losses, ranks = figure.subplots(1, 2)
+    losses.plot(epochs, [h["train_loss"] for h in history], "o-", label="train")
+    losses.plot(epochs, [h["val_loss"] for h in history], "o-", label="validation")
+    losses.set(xlabel="epoch", ylabel="loss per image", title="loss")
+    for key, label, color in (("p_at_5", "P@5", "C0"), ("r_at_5", "R@5", "C1")):
+        ranks.plot(epochs, [h[f"val_{key}"] for h in history], "o-", color=color, label=label)
+        ranks.axhline(history[-1][f"popularity_{key}"], color=color, linestyle="--",
+                      label=f"{label} popularity baseline")
+    ranks.set(xlabel="epoch", title="validation")
+    for axes in (losses, ranks):
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+        axes.legend()
+        axes.grid(alpha=0.3)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100)
+    return buffer.getvalue()
+
+
+def write_outputs(root: str, projection, tag_vectors: np.ndarray, tag_bias: np.ndarray, history: list[dict]) -> None:
+    """projection.keras, tag_vectors.npy, tag_bias.npy and reports/train.png under ROOT, each replaced atomically."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "projection.keras")
+        projection.save(path)
+        with open(path, "rb") as fh:
+            write_atomic(storage.join(root, "model", "projection.keras"), fh.read())
+    for name, values in (("tag_vectors", tag_vectors), ("tag_bias", tag_bias)):
+        buffer = io.BytesIO()
+        np.save(buffer, values)
+        write_atomic(storage.join(root, "model", f"{name}.npy"), buffer.getvalue())
+    write_atomic(storage.join(root, "reports", "train.png"), plot_history(history))
+
+
+# --- the loop ----------------------------------------------------------------------------------
+
+def run(config: dict, root: str) -> dict:
+    """Train until epoch ``epochs`` is finished, resuming from the last checkpoint if there is one.
+
+    Args:
+        config: the run configuration (:data:`KEYS`); root: the run root URI.
+
+    Returns:
+        The manifest written to ROOT/model/_manifest.json: rows_in = rows_out = training rows read
+        by this run (every row is one example; rows_rejected = 0), ``epoch``, ``step``, the last
+        validation metrics, the popularity baseline, ``examples_per_second`` and
+        ``tag_cosine_to_initial``. Non-chief workers return the same fields without writing it.
+    """
+    import keras
+    import tensorflow as tf
+    from model import data, metrics
+    from model.projection import TagTable, build_projection, tag_bias
+
+    started = time.time()
+    params = parameters(config)
+    root = storage.to_uri(root)
+    strategy, worker, workers = distribution()
+    chief = worker == 0
+    model_dir = local_model_dir(root, params["model_dir"])
+    model_uri = storage.join(root, "model")
+    if chief:
+        storage.delete(storage.join(model_uri, storage.MANIFEST))   # training: the stage is incomplete
+
+    # Inputs that do not change between epochs.
+    vocab = data.read_vocab(root)
+    initial = data.read_tag_vectors(root, vocab.num_rows)
+    bias = tag_bias(vocab.column("neg_weight").to_numpy(), vocab.column("pos_weight").to_numpy())
+    validation = data.validation_set(root, vocab, limit=params["validation_images"], seed=params["seed"],
+                                     positives=params["positives"], negatives=params["negatives"])
+    if len(validation["photo_id"]) == 0:
+        raise Im2vecError(f"no validation image has both tags and features under {root}: check the "
+                          "validation split (validation_fraction) and the features stage")
+    feature_dim = validation["feature"].shape[1]
+    popular = metrics.popularity_top_k(data.train_tag_counts(root, vocab.num_rows), len(validation["photo_id"]),
+                                       TOP_K)
+    popularity = dict(zip(("popularity_p_at_5", "popularity_r_at_5"),
+                          metrics.precision_recall_at_k(popular, validation["offsets"], validation["tag_ids"])))
+    log(f"{vocab.num_rows:,} tags (d={initial.shape[1]}), {len(validation['photo_id']):,} validation images, "
+        f"features D={feature_dim}; popularity baseline P@5 {popularity['popularity_p_at_5']:.4f} "
+        f"R@5 {popularity['popularity_r_at_5']:.4f}")
+
+    # The model: g on the default device (a GPU if any), the table on the CPU.
+    keras.utils.set_random_seed(params["seed"])
+    with strategy.scope():
+        projection = build_projection(feature_dim, initial.shape[1], params["hidden_sizes"])
+        optimizer = keras.optimizers.Adam(params["learning_rate"])
+        optimizer.build(projection.trainable_variables)
+    table = TagTable(initial, params["tag_learning_rate"])
+    step_var = tf.Variable(0, dtype=tf.int64, trainable=False)
+    epoch_var = tf.Variable(0, dtype=tf.int64, trainable=False)    # last finished epoch
+    state = {"projection": projection, "optimizer": optimizer, "tag_vectors": table.vectors,
+             "step": step_var, "epoch": epoch_var}
+    if table.accumulator is not None:
+        state["tag_accumulator"] = table.accumulator
+    checkpoint = tf.train.Checkpoint(**state)
+    checkpoint_dir = os.path.join(model_dir, "checkpoints", *([] if chief else [f"worker-{worker}"]))
+    manager = tf.train.CheckpointManager(checkpoint, checkpoint_dir, max_to_keep=KEEP_CHECKPOINTS)
+    if manager.latest_checkpoint:
+        try:
+            checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+        except (AssertionError, ValueError, tf.errors.OpError) as err:
+            raise Im2vecError(f"cannot resume from {manager.latest_checkpoint}: it was made with other settings "
+                              f"(hidden_sizes, tag_learning_rate 0 or not, vocabulary): {err}; delete "
+                              f"{checkpoint_dir} to start over") from None
+        log(f"resumed from {manager.latest_checkpoint}: epoch {int(epoch_var)} finished, step {int(step_var)}")
+    done, step = int(epoch_var), int(step_var)
+    history = [h for h in read_progress(root).get("history", []) if h["epoch"] <= done]
+    train_step = make_train_step(strategy, projection, optimizer, table, params["loss"])
+    writer = tf.summary.create_file_writer(os.path.join(model_dir, "logs")) if chief else \
+        tf.summary.create_noop_writer()
+
+    def save(epoch_done: int) -> None:
+        step_var.assign(step)
+        epoch_var.assign(epoch_done)
+        manager.save(checkpoint_number=step)
+        if chief:
+            last = history[-1] if history else {}
+            progress = {"epoch": epoch_done, "step": step, **{k: last.get(k) for k in (
+                "train_loss", "val_loss", "val_p_at_5", "val_r_at_5")}, **popularity,
+                "history": history, "updated": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+            write_atomic(storage.join(model_uri, "progress.json"), (json.dumps(progress, indent=2) + "\n").encode())
+
+    rows_trained, train_seconds = 0, 0.0
+    for epoch in range(done + 1, params["epochs"] + 1):
+        manifest = data.wait_for_epoch(root, epoch, params["train_poll_seconds"], log)
+        if manifest["feature_dim"] != feature_dim:
+            raise Im2vecError(f"epoch {epoch} has features of size {manifest['feature_dim']}, the validation "
+                              f"set {feature_dim}: sample again after `im2vec features`")
+        uri = data.epoch_uri(root, epoch)
+        epoch_seed = (params["seed"] * 1_000_003 + epoch) % 2 ** 31   # one row-group order on every worker
+
+        def dataset_fn(context, uri=uri, epoch_seed=epoch_seed, manifest=manifest):
+            sharded = context.num_input_pipelines > 1
+            dataset = data.epoch_dataset(
+                uri, feature_dim=feature_dim, positives=int(manifest["positives"]),
+                negatives=int(manifest["negatives"]), batch_size=context.get_per_replica_batch_size(
+                    params["batch_size"]), shuffle_buffer=params["shuffle_buffer"], seed=epoch_seed,
+                cur_shard=context.input_pipeline_id if sharded else None,
+                shard_count=context.num_input_pipelines if sharded else None, workers=params["reader_workers"])
+            # Workers must run the same number of steps: full batches only, a short shard starts over.
+            return dataset.filter(lambda b: tf.shape(b["pos_ids"])[0] == context.get_per_replica_batch_size(
+                params["batch_size"])).repeat() if sharded else dataset
+
+        batches = strategy.distribute_datasets_from_function(dataset_fn)
+        steps = int(manifest["rows_out"]) // params["batch_size"] if workers > 1 else None
+        epoch_started, epoch_losses, window, rows = time.time(), [], [], 0
+        iterator = iter(batches)
+        while steps is None or len(epoch_losses) < steps:
+            try:
+                batch = next(iterator)
+            except StopIteration:
+                break
+            loss = train_step(batch)
+            step += 1
+            rows += params["batch_size"] if workers > 1 else int(batch["pos_ids"].shape[0])
+            epoch_losses.append(loss)
+            window.append(loss)
+            if step % LOG_STEPS == 0:
+                with writer.as_default():
+                    scalar("train/loss", float(tf.add_n(window)) / len(window), step)
+                window = []
+            if step % params["checkpoint_steps"] == 0:
+                save(epoch - 1)
+                log(f"epoch {epoch}: step {step}, {rows:,} rows ({rows / (time.time() - epoch_started):,.0f} "
+                    f"examples/s), loss {float(loss):.4f}; checkpoint saved")
+        seconds = time.time() - epoch_started
+        rows_trained, train_seconds = rows_trained + rows, train_seconds + seconds
+        train_loss = float(tf.add_n(epoch_losses)) / len(epoch_losses) if epoch_losses else float("nan")
+        if chief:
+            scores = validate(projection, table.vectors.numpy(), bias, validation, params["loss"])
+            history.append({"epoch": epoch, "step": step, "train_loss": train_loss, **scores, **popularity,
+                            "examples_per_second": rows / max(seconds, 1e-9)})
+            with writer.as_default():
+                for name, value in {"train/epoch_loss": train_loss, **{f"validation/{k[4:]}": v for k, v in
+                                                                         scores.items()}}.items():
+                    scalar(name, value, step)
+            writer.flush()
+            write_outputs(root, projection, table.vectors.numpy(), bias, history)
+            log(f"epoch {epoch}: {rows:,} rows in {seconds:.1f}s ({rows / max(seconds, 1e-9):,.0f} examples/s), "
+                f"step {step}, loss {train_loss:.4f}, validation loss {scores['val_loss']:.4f} "
+                f"P@5 {scores['val_p_at_5']:.4f} R@5 {scores['val_r_at_5']:.4f}")
+        save(epoch)
+
+    final = table.vectors.numpy()
+    cosine = float(np.mean(np.sum(final * initial, 1) / np.maximum(
+        np.linalg.norm(final, axis=1) * np.linalg.norm(initial, axis=1), 1e-12)))
+    last = history[-1] if history else {}
+    summary = {"epoch": int(epoch_var), "step": step, **{k: last.get(k) for k in (
+        "train_loss", "val_loss", "val_p_at_5", "val_r_at_5")}, **popularity,
+        "examples_per_second": rows_trained / train_seconds if train_seconds else None,
+        "tag_cosine_to_initial": cosine, "workers": workers, "model_dir": model_dir}
+    if not chief:
+        return summary
+    inputs = [storage.join(root, name) for name in ("wordvec", "vocab", "tagged", "features")] + \
+        [data.epoch_uri(root, e) for e in range(done + 1, params["epochs"] + 1)]
+    return storage.write_manifest(model_uri, "train", rows_in=rows_trained, rows_out=rows_trained, rows_rejected=0,
+                                  parameters=params, inputs=inputs, started=started, **summary)

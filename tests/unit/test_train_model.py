@@ -1,0 +1,155 @@
+"""model.projection and model.metrics: losses against their formulas, sparse tag-table updates, ranking metrics."""
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from model import metrics, train
+from model.projection import (TagTable, build_projection, merge_rows, negative_sampling_loss, ranking_loss,
+                              scores, tag_bias)
+
+
+def sigmoid(x):
+    return 1 / (1 + np.exp(-x))
+
+
+@pytest.fixture
+def vectors():
+    rng = np.random.default_rng(3)
+    return rng.normal(size=(6, 4)).astype(np.float32), rng.normal(size=(6, 2, 4)).astype(np.float32), \
+        rng.normal(size=(6, 5, 4)).astype(np.float32)
+
+
+def test_negative_sampling_loss_is_word2vecs(vectors):
+    g, pos, neg = vectors
+    expected = [np.mean([-np.log(sigmoid(p @ g[i])) for p in pos[i]]) - sum(np.log(sigmoid(-n @ g[i])) for n in neg[i])
+                for i in range(len(g))]
+    np.testing.assert_allclose(negative_sampling_loss(scores(g, pos), scores(g, neg)).numpy(), expected, rtol=1e-5)
+
+
+def test_ranking_loss_is_fast0tags(vectors):
+    g, pos, neg = vectors
+    expected = [np.mean([sum(np.log1p(np.exp(n @ g[i] - p @ g[i])) for n in neg[i]) for p in pos[i]])
+                for i in range(len(g))]
+    np.testing.assert_allclose(ranking_loss(scores(g, pos), scores(g, neg)).numpy(), expected, rtol=1e-5)
+
+
+def test_losses_stay_finite_for_large_scores():
+    g = np.full((1, 4), 100.0, np.float32)
+    pos, neg = -np.ones((1, 2, 4), np.float32), np.ones((1, 3, 4), np.float32)
+    for loss in (negative_sampling_loss, ranking_loss):
+        value = loss(scores(g, pos), scores(g, neg)).numpy()
+        assert np.all(np.isfinite(value)) and value[0] > 100
+
+
+def test_projection_is_linear_or_an_mlp():
+    linear, mlp = build_projection(12, 3, []), build_projection(12, 3, [8, 5])
+    assert [w.shape for w in linear.trainable_weights] == [(12, 3), (3,)]
+    assert [tuple(w.shape) for w in mlp.trainable_weights] == [(12, 8), (8,), (8, 5), (5,), (5, 3), (3,)]
+    assert mlp(np.zeros((7, 12), np.float32)).shape == (7, 3)
+
+
+def test_tag_table_adagrad_touches_only_the_given_rows():
+    rng = np.random.default_rng(0)
+    initial = rng.normal(size=(50, 3)).astype(np.float32)
+    table = TagTable(initial, learning_rate=0.5, initial_accumulator=0.1)
+    ids = np.array([7, 2, 40], np.int32)
+    grads = rng.normal(size=(3, 3)).astype(np.float32)
+    for _ in range(2):
+        table.apply_gradients(tf.constant(ids), tf.constant(grads))
+    expected, accumulator = initial.copy(), np.full_like(initial, 0.1)
+    for _ in range(2):
+        accumulator[ids] += grads ** 2
+        expected[ids] -= 0.5 * grads / np.sqrt(accumulator[ids])
+    np.testing.assert_allclose(table.vectors.numpy(), expected, rtol=1e-5)
+    np.testing.assert_allclose(table.accumulator.numpy(), accumulator, rtol=1e-5)
+    untouched = np.setdiff1d(np.arange(50), ids)
+    assert np.array_equal(table.vectors.numpy()[untouched], initial[untouched])
+    assert "CPU" in table.vectors.device
+
+
+def test_frozen_table_has_no_accumulator_and_never_moves():
+    initial = np.ones((5, 2), np.float32)
+    table = TagTable(initial, learning_rate=0.0)
+    assert table.frozen and table.accumulator is None
+    table.apply_gradients(tf.constant([1], tf.int32), tf.constant([[1.0, 1.0]]))
+    assert np.array_equal(table.vectors.numpy(), initial)
+
+
+def test_lookup_and_merge_rows():
+    table = TagTable(np.arange(20, dtype=np.float32).reshape(10, 2))
+    ids = tf.constant([[3, 3, 9], [1, 9, 3]], tf.int32)
+    unique_ids, rows, index = table.lookup(ids)
+    assert sorted(unique_ids.numpy().tolist()) == [1, 3, 9]
+    np.testing.assert_array_equal(tf.gather(rows, index).numpy(), table.vectors.numpy()[ids.numpy()])
+    merged_ids, merged = merge_rows(tf.constant([4, 1, 4], tf.int32), tf.constant([[1.0], [2.0], [3.0]]))
+    assert dict(zip(merged_ids.numpy().tolist(), merged.numpy()[:, 0].tolist())) == {4: 4.0, 1: 2.0}
+
+
+@pytest.mark.parametrize("tag_learning_rate", [0.0, 0.1])
+def test_a_training_step_updates_the_projection_and_only_the_batchs_rows(tag_learning_rate):
+    import keras
+
+    rng = np.random.default_rng(1)
+    initial = rng.normal(size=(1000, 8)).astype(np.float32)
+    strategy = tf.distribute.get_strategy()
+    projection = build_projection(16, 8, [])
+    optimizer = keras.optimizers.Adam(0.01)
+    table = TagTable(initial, tag_learning_rate)
+    step = train.make_train_step(strategy, projection, optimizer, table, "negative_sampling")
+    batch = {"feature": rng.normal(size=(32, 16)).astype(np.float16),
+             "pos_ids": rng.integers(0, 50, (32, 2)).astype(np.int32),
+             "neg_ids": rng.integers(50, 100, (32, 5)).astype(np.int32)}
+    kernel = projection.trainable_weights[0].numpy().copy()
+    losses = [float(step(batch)) for _ in range(20)]
+    assert losses[-1] < losses[0]
+    assert not np.allclose(projection.trainable_weights[0].numpy(), kernel)
+    after = table.vectors.numpy()
+    touched = np.unique(np.concatenate([batch["pos_ids"].ravel(), batch["neg_ids"].ravel()]))
+    untouched = np.setdiff1d(np.arange(1000), touched)
+    assert np.array_equal(after[untouched], initial[untouched])
+    if tag_learning_rate:
+        assert np.all(np.any(after[touched] != initial[touched], axis=1))
+    else:
+        assert np.array_equal(after, initial)
+
+
+def test_tag_bias_undoes_the_sampling_weights():
+    rng = np.random.default_rng(2)
+    images = rng.integers(1, 10_000, 200).astype(np.float64)
+    neg_weight, pos_weight = images ** 0.75, images ** -0.5
+    odds = rng.normal(size=200)
+    # What the loss converges to: log odds + log pos_weight - log neg_weight (+ a constant).
+    scores = odds + np.log(pos_weight) - np.log(neg_weight) + 3.0
+    bias = tag_bias(neg_weight, pos_weight)
+    assert bias.dtype == np.float32 and abs(float(bias.mean())) < 1e-4
+    assert np.array_equal(np.argsort(-(scores + bias)), np.argsort(-odds))
+    assert not np.array_equal(np.argsort(-scores)[:10], np.argsort(-odds)[:10])
+
+
+def test_top_k_tags_matches_a_full_sort(monkeypatch):
+    rng = np.random.default_rng(4)
+    images, tags, bias = rng.normal(size=(37, 5)), rng.normal(size=(60, 5)), rng.normal(size=60)
+    monkeypatch.setattr(metrics, "SCORE_BLOCK", 60 * 4)    # four images per block
+    for offsets in (None, bias):
+        scores = images.astype(np.float32) @ tags.astype(np.float32).T + (0 if offsets is None else offsets)
+        top = metrics.top_k_tags(images, tags, 5, None if offsets is None else offsets.astype(np.float32))
+        assert top.shape == (37, 5) and top.dtype == np.int32
+        np.testing.assert_array_equal(top, np.argsort(-scores, axis=1, kind="stable")[:, :5])
+    assert metrics.top_k_tags(images, tags[:3], 5).shape == (37, 3)
+
+
+def test_precision_and_recall_at_k_by_hand():
+    true = [[1, 4, 9], [2], [], [0, 1, 2, 3, 5, 6, 7]]
+    top = np.array([[4, 1, 8], [3, 5, 6], [1, 2, 3], [7, 8, 0]])
+    offsets = np.concatenate([[0], np.cumsum([len(t) for t in true])])
+    tag_ids = np.array([t for row in true for t in row], np.int32)
+    np.testing.assert_array_equal(metrics.hits(top, offsets, tag_ids), [2, 0, 0, 2])
+    precision, recall = metrics.precision_recall_at_k(top, offsets, tag_ids)
+    # the untagged image is left out of both means
+    assert precision == pytest.approx(np.mean([2 / 3, 0, 2 / 3]))
+    assert recall == pytest.approx(np.mean([2 / 3, 0, 2 / 7]))
+
+
+def test_popularity_ranks_the_most_frequent_tags():
+    top = metrics.popularity_top_k(np.array([5, 50, 1, 50, 20]), n=3, k=3)
+    assert top.tolist() == [[1, 3, 4]] * 3
