@@ -61,7 +61,17 @@ def load(path: str | None = None, overrides: Iterable[str] = (), **explicit) -> 
         if not isinstance(from_file, dict):
             raise ConfigError(f"config file {path} must hold a mapping of key: value")
         layers.append((path, from_file))
-    layers.append(("--set", dict(parse_override(o) for o in overrides)))
+    from_set = {}
+    for item in overrides:
+        key, _, text = item.partition("=")
+        if isinstance(config.get(key.strip()), str):
+            # A string key keeps its text as typed: "{hash}.jpg" is a template, not YAML.
+            quoted = len(text) >= 2 and text[0] == text[-1] and text[0] in "'\""
+            from_set[key.strip()] = yaml.safe_load(text) if quoted else text
+            continue
+        key, value = parse_override(item)
+        from_set[key] = value
+    layers.append(("--set", from_set))
     layers.append(("flags", {k: v for k, v in explicit.items() if v is not None}))
     for origin, layer in layers:
         for key, value in layer.items():
