@@ -31,6 +31,8 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override one config key; repeatable")
     parser.add_argument("--master", help="Spark master URL (default from config: local[*])")
+    parser.add_argument("--submit", metavar="PROFILE",
+                        help="run on a cluster via spark-submit: deploy/profiles/PROFILE.conf or a .conf path")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -232,8 +234,19 @@ HANDLERS = {"train": cmd_train, "schedule": cmd_schedule, "run": cmd_run, "statu
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
     handler = HANDLERS.get(args.command, cmd_stage)
+    if getattr(args, "submit", None):
+        if args.command not in STAGES:
+            print(f"im2vec {args.command}: error: --submit runs one Spark stage ({', '.join(STAGES)})", file=sys.stderr)
+            return 2
+        from pipeline import submit
+
+        # The stage's own arguments, less --submit and its value: argv[i] precedes argv[1:][i].
+        rest = [a for i, a in enumerate(argv[1:]) if a != "--submit" and not a.startswith("--submit=")
+                and argv[i] != "--submit"]
+        return submit.submit(args.command, args.submit, rest)
     try:
         return handler(args)
     except Im2vecError as err:
