@@ -35,7 +35,8 @@ demo: setup
 	$(BIN)/im2vec demo-data --out $(DEMO_DATA)
 	$(BIN)/im2vec run --root $(DEMO_ROOT) --input $(DEMO_DATA)/metadata.tsv \
 	    --set images="file://$(CURDIR)/$(DEMO_DATA)/images/{photo_id}.png"
-	@echo "outputs: $(DEMO_ROOT)/ (clean/ rejects/ vocab/ tagged/ wordvec/ epochs/); \`$(BIN)/im2vec status --root $(DEMO_ROOT)\`"
+	$(BIN)/im2vec train --root $(DEMO_ROOT)
+	@echo "outputs: $(DEMO_ROOT)/ (clean/ rejects/ vocab/ tagged/ wordvec/ features/ epochs/ model/ reports/); \`$(BIN)/im2vec status --root $(DEMO_ROOT)\`"
 
 test: setup
 	$(BIN)/pytest -q
