@@ -36,6 +36,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from pipeline import Im2vecError, sampling, storage
+from pipeline.storage import epoch_uri
 
 KEYS = ("seed", "positives", "negatives", "partitions", "row_group_mb")
 
@@ -56,11 +57,6 @@ class Inputs:
     counts: dict
     feature_dim: int | None
     uris: list[str]
-
-
-def epoch_uri(root: str, epoch: int) -> str:
-    """``ROOT/epochs/epoch=00001`` for epoch 1."""
-    return storage.join(root, "epochs", f"epoch={epoch:05d}")
 
 
 def parameters(config: dict) -> dict:

@@ -29,13 +29,9 @@ import pyarrow.dataset as ds
 import tensorflow as tf
 
 from pipeline import Im2vecError, sampling, storage
+from pipeline.storage import epoch_uri  # noqa: F401  (the sample stage's layout; data.epoch_uri for callers)
 
 COLUMNS = ("feature", "pos_ids", "neg_ids")
-
-
-def epoch_uri(root: str, epoch: int) -> str:
-    """``ROOT/epochs/epoch=00001`` for epoch 1 (the sample stage's layout)."""
-    return storage.join(root, "epochs", f"epoch={epoch:05d}")
 
 
 def wait_for_epoch(root: str, epoch: int, poll_seconds: float, log: Callable[[str], None] = print,
