@@ -13,6 +13,8 @@ from __future__ import annotations
 import json
 import sys
 import time
+from functools import partial, reduce
+from typing import Iterator, NamedTuple
 from urllib.parse import urlparse
 
 import numpy as np
@@ -26,6 +28,10 @@ from pyspark.sql.utils import AnalysisException
 from pipeline import Im2vecError, config as configuration, storage, tags as tagging, yfcc
 
 DETECT_LINES = 50
+CHUNK_LINES = 50_000        # lines per parse call: big enough for vectorized kernels, small in memory
+NEWLINE = ord("\n")
+# Spark's text reader splits these (bz2 at block boundaries); tasks read the other files themselves.
+COMPRESSED = (".bz2", ".gz", ".deflate", ".zst", ".lz4", ".snappy")
 ROW_GROUP_ROWS = 131072
 # Measured on clean rows: zstd level 1 writes faster than snappy and half the size; dictionaries
 # only pay on repetitive columns, and statistics only on columns that queries filter by.
@@ -75,20 +81,29 @@ def detect_layouts(spark: SparkSession, files: list[str]) -> dict[str, int]:
             for f in files}
 
 
-def clean_partition(batches, *, layouts: dict[str, int], staging_clean: str, options: dict):
-    """mapInArrow body: parse one task's lines, write its clean rows, yield rejects + stats.
+class Chunk(NamedTuple):
+    """Raw lines handed to :func:`clean_chunks`, with where each came from."""
+    lines: pa.StringArray      # string[n], a line may keep its terminator
+    files: list[str]           # distinct source file URIs of this chunk
+    file_code: np.ndarray      # int[n], index into files
+    block_start: np.ndarray    # int64[n], first byte of the line's input split
+    row_in_block: np.ndarray   # int64[n], 0-based line index within that split
 
-    Input batches hold ``value`` (a raw line), ``file_path`` and ``file_block_start``. Lines of
-    one input split arrive contiguously and in file order, so a running count per split gives
-    each line's index in it; the driver adds the lines of earlier splits to get line numbers.
+
+def clean_chunks(chunks: Iterator[Chunk], *, layouts: dict[str, int], staging_clean: str, options: dict,
+                 lines_per_block: dict) -> Iterator[pa.RecordBatch]:
+    """The task body shared by both readers: parse chunks, write clean rows, yield rejects + stats.
+
+    Clean rows go to one Parquet file per task attempt, named ``_attempt-...`` so that no reader
+    takes it for data until the driver commits it; ``lines_per_block`` ({(file, split start):
+    lines}) is filled by the chunk producer and reported in the stats row.
     """
     from pyspark import TaskContext
 
     ctx = TaskContext.get()
-    name = f"part-{ctx.partitionId():05d}-{ctx.taskAttemptId()}.parquet"
+    name = f"_attempt-{ctx.partitionId():05d}-{ctx.taskAttemptId()}.parquet"
     fs, folder = storage.filesystem(staging_clean)
     writer, pending, pending_rows = None, [], 0
-    lines_per_block: dict[tuple[str, int], int] = {}
     stats = {"rows_read": 0, "rows_kept": 0, "videos": 0, "reasons": {}, "dropped_tags": {}}
 
     def flush():
@@ -100,22 +115,12 @@ def clean_partition(batches, *, layouts: dict[str, int], staging_clean: str, opt
         writer.write_table(pa.concat_tables(pending), row_group_size=ROW_GROUP_ROWS)
         pending, pending_rows = [], 0
 
-    for batch in batches:
-        n = batch.num_rows
-        if n == 0:
-            continue
-        # Usually one file per batch: map the few distinct paths, not every row.
-        paths = pc.dictionary_encode(batch.column("file_path"))
-        distinct = np.array([file_uri(p) for p in paths.dictionary.to_pylist()], dtype=object)
-        codes = paths.indices.to_numpy(zero_copy_only=False)
-        sources = distinct[codes]
-        blocks = batch.column("file_block_start").to_numpy(zero_copy_only=False)
-        row_in_block = _running_index(codes, blocks, distinct, lines_per_block)
-        layout_of_row = np.array([layouts[f] for f in distinct])[codes]
-        stats["rows_read"] += n
+    for chunk in chunks:
+        stats["rows_read"] += len(chunk.lines)
+        layout_of_row = np.array([layouts[f] for f in chunk.files])[chunk.file_code]
         for layout in np.unique(layout_of_row):
             rows = np.flatnonzero(layout_of_row == layout)
-            lines = batch.column("value").take(pa.array(rows))
+            lines = chunk.lines if len(rows) == len(chunk.lines) else chunk.lines.take(pa.array(rows))
             parsed = yfcc.parse_lines(lines, int(layout), **options)
             pending.append(parsed["clean"])
             pending_rows += parsed["clean"].num_rows
@@ -128,9 +133,11 @@ def clean_partition(batches, *, layouts: dict[str, int], staging_clean: str, opt
             if len(parsed["rejected"]):
                 at = rows[parsed["rejected"]]
                 yield pa.RecordBatch.from_arrays([
-                    pa.array(["reject"] * len(at)), pa.array(sources[at], pa.string()),
-                    pa.array(blocks[at], pa.int64()), pa.array(row_in_block[at], pa.int64()),
-                    pa.array(parsed["reasons"], pa.string()), lines.take(pa.array(parsed["rejected"])),
+                    pa.array(["reject"] * len(at)),
+                    pa.array(np.array(chunk.files, dtype=object)[chunk.file_code[at]], pa.string()),
+                    pa.array(chunk.block_start[at], pa.int64()), pa.array(chunk.row_in_block[at], pa.int64()),
+                    pa.array(parsed["reasons"], pa.string()),
+                    pc.utf8_rtrim(lines.take(pa.array(parsed["rejected"])), "\r\n"),
                     pa.nulls(len(at), pa.string())], schema=TASK_OUTPUT)
         if pending_rows >= ROW_GROUP_ROWS:
             flush()
@@ -144,7 +151,82 @@ def clean_partition(batches, *, layouts: dict[str, int], staging_clean: str, opt
         + [pa.array([json.dumps(stats)])], schema=TASK_OUTPUT)
 
 
-def _running_index(codes: np.ndarray, blocks: np.ndarray, files: np.ndarray, seen: dict) -> np.ndarray:
+def text_chunks(batches: Iterator[pa.RecordBatch], lines_per_block: dict) -> Iterator[Chunk]:
+    """Chunks from Spark's text reader: batches of ``value``, ``file_path``, ``file_block_start``.
+
+    Lines of one input split arrive contiguously and in file order, so a running count per
+    split gives each line's index in it; the driver adds the lines of earlier splits to get
+    line numbers.
+    """
+    for batch in batches:
+        if batch.num_rows == 0:
+            continue
+        # Usually one file per batch: map the few distinct paths, not every row.
+        paths = pc.dictionary_encode(batch.column("file_path"))
+        files = [file_uri(p) for p in paths.dictionary.to_pylist()]
+        codes = paths.indices.to_numpy(zero_copy_only=False)
+        blocks = batch.column("file_block_start").to_numpy(zero_copy_only=False)
+        yield Chunk(batch.column("value"), files, codes, blocks,
+                    _running_index(codes, blocks, files, lines_per_block))
+
+
+def split_chunks(batches: Iterator[pa.RecordBatch], lines_per_block: dict) -> Iterator[Chunk]:
+    """Chunks read straight from the files: batches of ``source_file``, ``block_start``, ``block_bytes``.
+
+    Each row is one input split of an uncompressed file; its lines are read with pyarrow, split
+    on newlines with numpy, and handed on ``CHUNK_LINES`` at a time, as zero-copy slices.
+    """
+    for batch in batches:
+        for source, start, length in zip(*(batch.column(c).to_pylist()
+                                           for c in ("source_file", "block_start", "block_bytes"))):
+            lines = read_split(source, start, length)
+            lines_per_block[(source, start)] = len(lines)
+            for first in range(0, len(lines), CHUNK_LINES):
+                part = lines.slice(first, CHUNK_LINES)
+                n = len(part)
+                yield Chunk(part, [source], np.zeros(n, np.int32), np.full(n, start, np.int64),
+                            np.arange(first, first + n, dtype=np.int64))
+
+
+def read_split(uri: str, start: int, length: int) -> pa.StringArray:
+    """The lines of one input split of an uncompressed text file, each with its ``\n``.
+
+    A split owns the lines whose preceding newline lies in ``[start, start + length)``, plus the
+    file's first line when ``start`` is 0 (Hadoop's rule, so Spark's splits and these agree): it
+    skips the partial line it starts in and reads past its end to finish its last line.
+
+    Returns:
+        string[n], zero-copy over the bytes read; the last line lacks a terminator when the file does.
+    """
+    fs, path = storage.filesystem(uri)
+    with fs.open_input_file(path) as f:
+        f.seek(start)
+        pieces = [f.read(length)]
+        if len(pieces[0]) == length:   # finish the last line: read to the next newline (or the end)
+            while True:
+                more = f.read(1 << 20)
+                cut = more.find(b"\n")
+                pieces.append(more if cut < 0 else more[:cut + 1])
+                if cut >= 0 or not more:
+                    break
+    data = np.frombuffer(pieces[0] if len(pieces) == 1 else b"".join(pieces), dtype=np.uint8)
+    newlines = np.flatnonzero(data == NEWLINE)
+    if start > 0:   # the line this split starts in belongs to the split before
+        owned = newlines[newlines < length]
+        if not len(owned):
+            return pa.array([], pa.string())
+        begin = int(owned[0]) + 1
+        newlines = newlines[newlines >= begin]
+    else:
+        begin = 0
+    ends = newlines + 1
+    if len(data) > begin and (not len(ends) or ends[-1] < len(data)):
+        ends = np.append(ends, len(data))   # a last line without a terminator
+    offsets = np.concatenate([[begin], ends]).astype(np.int32) if len(ends) else np.zeros(1, np.int32)
+    return pa.StringArray.from_buffers(len(offsets) - 1, pa.py_buffer(offsets), pa.py_buffer(data))
+
+
+def _running_index(codes: np.ndarray, blocks: np.ndarray, files: list[str], seen: dict) -> np.ndarray:
     """Each row's index within its (file, split), continuing counts from earlier batches.
 
     ``codes`` index ``files``; rows of one split are contiguous and in file order.
@@ -160,6 +242,35 @@ def _running_index(codes: np.ndarray, blocks: np.ndarray, files: np.ndarray, see
         index[s:e] = np.arange(first, first + e - s)
         seen[key] = int(first + e - s)
     return index
+
+
+def _clean_text(batches, **task_options):
+    """mapInArrow body over Spark's text reader (compressed files)."""
+    seen: dict = {}
+    return clean_chunks(text_chunks(batches, seen), lines_per_block=seen, **task_options)
+
+
+def _clean_splits(batches, **task_options):
+    """mapInArrow body over input splits read by the task itself (uncompressed files)."""
+    seen: dict = {}
+    return clean_chunks(split_chunks(batches, seen), lines_per_block=seen, **task_options)
+
+
+def plan_splits(files: list[str], split_bytes: int) -> list[tuple[str, int, int]]:
+    """``(file, start, bytes)`` input splits of the uncompressed files, at most ``split_bytes`` each.
+
+    Args:
+        files: input file URIs; compressed ones (:data:`COMPRESSED`) are left to Spark's reader.
+        split_bytes: Spark's ``spark.sql.files.maxPartitionBytes``, so splits match Spark's own.
+    """
+    splits = []
+    for uri in files:
+        if uri.endswith(COMPRESSED):
+            continue
+        fs, path = storage.filesystem(uri)
+        size = fs.get_file_info(path).size
+        splits += [(uri, start, min(split_bytes, size - start)) for start in range(0, size, split_bytes)]
+    return splits
 
 
 def line_offsets(blocks: list[list]) -> dict[tuple[str, int], int]:
@@ -227,12 +338,20 @@ def run(spark: SparkSession, config: dict, root: str, inputs: list[str]) -> dict
     fs, path = storage.filesystem(staging_clean)
     fs.create_dir(path, recursive=True)
     options = tag_options(config)
-    spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", "50000")
+    spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(CHUNK_LINES))
     try:
-        lines = spark.read.text(files).select("value", "_metadata.file_path", "_metadata.file_block_start")
-        (lines.mapInArrow(lambda batches: clean_partition(batches, layouts=layouts, staging_clean=staging_clean,
-                                                          options=options), TASK_OUTPUT_DDL)
-         .write.mode("overwrite").parquet(task_output))
+        task_options = dict(layouts=layouts, staging_clean=staging_clean, options=options)
+        compressed = [f for f in files if f.endswith(COMPRESSED)]
+        splits = plan_splits(files, int(spark.conf.get("spark.sql.files.maxPartitionBytes", str(128 << 20)).rstrip("b")))
+        outputs = []
+        if compressed:
+            lines = spark.read.text(compressed).select("value", "_metadata.file_path", "_metadata.file_block_start")
+            outputs.append(lines.mapInArrow(partial(_clean_text, **task_options), TASK_OUTPUT_DDL))
+        if splits:
+            table = spark.sparkContext.parallelize(splits, len(splits)).toDF(
+                "source_file string, block_start long, block_bytes long")
+            outputs.append(table.mapInArrow(partial(_clean_splits, **task_options), TASK_OUTPUT_DDL))
+        reduce(DataFrame.unionByName, outputs).write.mode("overwrite").parquet(task_output)
         tasks = spark.read.parquet(task_output)
         stats = [json.loads(r.stats) for r in tasks.where("kind = 'stats'").select("stats").collect()]
         offsets = line_offsets([b for s in stats for b in s["blocks"]])
@@ -259,14 +378,14 @@ def run(spark: SparkSession, config: dict, root: str, inputs: list[str]) -> dict
 
 
 def _commit_parts(folder: str, committed: list[str]) -> None:
-    """Keep only the part files of successful task attempts, renamed part-NNNNN.parquet."""
+    """Keep only the files of successful task attempts, renamed part-NNNNN.parquet."""
     fs, path = storage.filesystem(folder)
     keep = set(committed)
     for info in fs.get_file_info(pafs.FileSelector(path)):
         if info.base_name not in keep:
             fs.delete_file(info.path)   # a failed or speculative attempt's file
     for name in committed:
-        fs.move(f"{path}/{name}", f"{path}/{name.rsplit('-', 1)[0]}.parquet")
+        fs.move(f"{path}/{name}", f"{path}/part-{name[len('_attempt-'):].rsplit('-', 1)[0]}.parquet")
     if not committed:  # readers need a file to learn the schema from, even with no rows
         pq.write_table(yfcc.CLEAN_SCHEMA.empty_table(), f"{path}/part-00000.parquet", filesystem=fs)
 

@@ -36,8 +36,8 @@ def url_decode(values: pa.Array | pa.ChunkedArray) -> tuple[pa.StringArray, np.n
         values: string array of n URL-encoded values (nulls allowed).
 
     Returns:
-        ``(decoded, bad_escape)``: the decoded string array (n values; a value with a malformed
-        escape keeps its raw text) and a bool[n] mask of values holding a ``%`` that is not
+        ``(decoded, bad_escape)``: the decoded string array (n values; a malformed escape is
+        left as it is) and a bool[n] mask of values holding a ``%`` that is not
         followed by two hex digits. Byte sequences that are not UTF-8 after decoding become
         U+FFFD, as in ``unquote_plus``.
     """
@@ -51,17 +51,15 @@ def url_decode(values: pa.Array | pa.ChunkedArray) -> tuple[pa.StringArray, np.n
     raw = data[start:end]
     percent = np.flatnonzero(raw == _PERCENT)
     bad_escape = np.zeros(n, dtype=bool)
-    if len(percent) == 0 and not (raw == _PLUS).any():
+    if len(percent) == 0 and _PLUS not in raw:
         return values, bad_escape
 
     local_offsets = offsets - start
-    out = raw.copy()
-    out[out == _PLUS] = _SPACE
-    keep = np.ones(len(raw), dtype=bool)
+    out = np.where(raw == _PLUS, np.uint8(_SPACE), raw)
+    new_offsets = local_offsets
     if len(percent):
         owner = np.searchsorted(local_offsets, percent, side="right") - 1
-        value_end = local_offsets[owner + 1]
-        in_value = percent + 2 < value_end
+        in_value = percent + 2 < local_offsets[owner + 1]
         hi = np.full(len(percent), -1, np.int16)
         lo = np.full(len(percent), -1, np.int16)
         hi[in_value] = _HEX[raw[percent[in_value] + 1]]
@@ -69,22 +67,20 @@ def url_decode(values: pa.Array | pa.ChunkedArray) -> tuple[pa.StringArray, np.n
         valid = (hi >= 0) & (lo >= 0)
         bad_escape[owner[~valid]] = True
         good = percent[valid]
+        # The decoded byte goes where the "%" was and the two hex digits are cut out; each value's
+        # end moves left by two bytes per escape before it (a search, not a pass over every byte).
         out[good] = (hi[valid] * 16 + lo[valid]).astype(np.uint8)
-        keep[good + 1] = False
-        keep[good + 2] = False
-        # A value with a malformed escape keeps its raw bytes, undecoded: it is going to the rejects.
-        if bad_escape.any():
-            bad_bytes = np.repeat(bad_escape, np.diff(local_offsets))
-            out[bad_bytes] = raw[bad_bytes]
-            keep[bad_bytes] = True
-    kept_before = np.concatenate([[0], np.cumsum(keep, dtype=np.int64)])
-    new_offsets = kept_before[local_offsets].astype(np.int32)
+        out = np.delete(out, np.concatenate([good + 1, good + 2]))
+        new_offsets = local_offsets - 2 * np.searchsorted(good, local_offsets)
+        may_be_invalid = bool((hi[valid] >= 8).any())   # only an escaped byte >= 0x80 can break UTF-8
+    else:
+        may_be_invalid = False
     # The validity bitmap can be reused as is only when the array is not a slice.
     validity = values.buffers()[0] if values.offset == 0 else (
         pa.array(values.is_valid()).buffers()[1] if values.null_count else None)
-    decoded = pa.StringArray.from_buffers(n, pa.py_buffer(new_offsets), pa.py_buffer(out[keep]),
+    decoded = pa.StringArray.from_buffers(n, pa.py_buffer(new_offsets.astype(np.int32)), pa.py_buffer(out),
                                           validity, values.null_count)
-    return _repair_utf8(decoded), bad_escape
+    return (_repair_utf8(decoded) if may_be_invalid else decoded), bad_escape
 
 
 def _repair_utf8(arr: pa.StringArray) -> pa.StringArray:

@@ -85,7 +85,6 @@ CLEAN_SCHEMA = pa.schema([
 _DECODED_TEXT = ("user_nickname", "capture_device", "title", "description", "license_name")
 _AS_IS = ("user_id", "page_url", "download_url", "license_url", "server_id", "farm_id", "secret",
           "secret_original", "extension_original")
-_INTEGER = r"^[0-9]+$"
 _DECIMAL = r"^-?[0-9]+(\.[0-9]*)?([eE][-+]?[0-9]+)?$"
 
 
@@ -119,7 +118,8 @@ def parse_lines(lines: pa.Array, layout: int, *, max_field_bytes: int, drop_nume
     """Parse and clean raw YFCC lines of one layout.
 
     Args:
-        lines: string[n], raw lines without their newline.
+        lines: string[n], raw lines; a line may keep its terminator (``\n`` or ``\r\n``), which
+            is not part of the last field.
         layout: 23 or 25 (see :data:`LAYOUTS`).
         max_field_bytes: a longer raw field rejects the row as ``oversize_field``.
         drop_numeric / drop_camera / stop: tag noise rules (see :mod:`pipeline.tags`).
@@ -149,10 +149,12 @@ def parse_lines(lines: pa.Array, layout: int, *, max_field_bytes: int, drop_nume
 
     for name, values in raw.items():
         flag(rows, pc.binary_length(values).to_numpy() > max_field_bytes, "oversize_field")
+    raw["marker"] = pc.utf8_rtrim(raw["marker"], "\r\n")
     photo_id = raw["photo_id"]
-    fits = ~_matches(photo_id, r"^[0-9]{19}$") | pc.less_equal(photo_id, "9223372036854775807").to_numpy(
-        zero_copy_only=False)   # 19 digits compare as strings: above int64's max does not fit
-    flag(rows, ~(_matches(photo_id, r"^[0-9]{1,19}$") & fits), "bad_photo_id")
+    id_length = pc.binary_length(photo_id).to_numpy()
+    # 19 digits compare as strings: above int64's max does not fit.
+    fits = (id_length < 19) | pc.less_equal(photo_id, "9223372036854775807").to_numpy(zero_copy_only=False)
+    flag(rows, ~(_digits(photo_id) & (id_length <= 19) & fits), "bad_photo_id")
 
     decoded = {}
     for name in _DECODED_TEXT:
@@ -162,37 +164,41 @@ def parse_lines(lines: pa.Array, layout: int, *, max_field_bytes: int, drop_nume
     machine = tagging.split_tag_lists(raw["machine_tags"], drop_numeric=False, drop_camera=False)
     flag(rows, user["bad_escape"] | machine["bad_escape"], "bad_escape")
 
-    numbers = [("date_uploaded", _INTEGER, True), ("longitude", _DECIMAL, True),
-               ("latitude", _DECIMAL, True), ("accuracy", _INTEGER, True), ("marker", r"^[01]$", False)]
+    number = {"date_uploaded": _digits(raw["date_uploaded"]), "accuracy": _digits(raw["accuracy"]),
+              "longitude": _matches(raw["longitude"], _DECIMAL), "latitude": _matches(raw["latitude"], _DECIMAL)}
+    for name, ok in number.items():
+        flag(rows, ~(ok | _empty(raw[name])), "bad_number")
+    flag(rows, ~pc.is_in(raw["marker"], value_set=pa.array(["0", "1"])).to_numpy(zero_copy_only=False), "bad_number")
     if layout == 25:
-        numbers.append(("line_number", _INTEGER, False))
-    for name, pattern, may_be_empty in numbers:
-        ok = _matches(raw[name], pattern) | (_empty(raw[name]) if may_be_empty else False)
-        flag(rows, ~ok, "bad_number")
-    date_taken = pc.replace_substring_regex(raw["date_taken"], r"\.[0-9]+$", "")
-    no_date = _empty(date_taken) | _matches(date_taken, r"^(?i:null)$")
-    date_taken = pc.if_else(pa.array(no_date), pa.scalar(None, pa.string()), date_taken)
-    taken = pc.strptime(date_taken, format="%Y-%m-%d %H:%M:%S", unit="s", error_is_null=True)
-    flag(rows, ~no_date & ~pc.is_valid(taken).to_numpy(zero_copy_only=False), "bad_date")
+        flag(rows, ~_digits(raw["line_number"]), "bad_number")
+    # "2012-08-18 19:35:14.0": seconds, then an optional fraction that is dropped.
+    date_taken = raw["date_taken"]
+    date_length = pc.binary_length(date_taken).to_numpy()
+    no_date = (date_length == 0) | _matches(date_taken, r"^(?i:null)$")
+    fraction_ok = (date_length <= 19) | _matches(date_taken, r"^.{19}\.[0-9]+$")
+    seconds = pc.if_else(pa.array(no_date), pa.scalar(None, pa.string()), pc.utf8_slice_codeunits(date_taken, 0, 19))
+    taken = pc.strptime(seconds, format="%Y-%m-%d %H:%M:%S", unit="s", error_is_null=True)
+    flag(rows, ~no_date & ~(pc.is_valid(taken).to_numpy(zero_copy_only=False) & fraction_ok), "bad_date")
 
     fine = reason[rows] < 0
     video = fine & (raw["marker"].to_numpy(zero_copy_only=False) == "1")
-    keep = pa.array(fine & ~video)
+    keep = fine & ~video
     out = {
         "photo_id": raw["photo_id"],
         "hash": raw["hash"] if layout == 25 else pa.nulls(len(rows), pa.string()),
         "date_taken": taken,
-        "date_uploaded": _number(raw["date_uploaded"], pa.int64()).cast(pa.timestamp("s")),
+        "date_uploaded": _number(raw["date_uploaded"], number["date_uploaded"], pa.int64()).cast(pa.timestamp("s")),
         "tags": user["tags"],
         "machine_tags": _concat_lists(user["machine_tags"], machine["machine_tags"], machine["tags"]),
-        "longitude": _number(raw["longitude"], pa.float64()),
-        "latitude": _number(raw["latitude"], pa.float64()),
-        "accuracy": _number(raw["accuracy"], pa.int32()),
+        "longitude": _number(raw["longitude"], number["longitude"], pa.float64()),
+        "latitude": _number(raw["latitude"], number["latitude"], pa.float64()),
+        "accuracy": _number(raw["accuracy"], number["accuracy"], pa.int32()),
         **decoded,
         **{name: raw[name] for name in _AS_IS},
     }
-    clean = pa.Table.from_arrays([out[f.name].filter(keep).cast(f.type) for f in CLEAN_SCHEMA],
-                                 schema=CLEAN_SCHEMA)
+    if not keep.all():
+        out = {name: values.filter(pa.array(keep)) for name, values in out.items()}
+    clean = pa.Table.from_arrays([out[f.name].cast(f.type) for f in CLEAN_SCHEMA], schema=CLEAN_SCHEMA)
     rejected = np.flatnonzero(reason >= 0)
     return {
         "clean": clean,
@@ -207,15 +213,18 @@ def _matches(values: pa.Array, pattern: str) -> np.ndarray:
     return pc.match_substring_regex(values, pattern).to_numpy(zero_copy_only=False)
 
 
+def _digits(values: pa.Array) -> np.ndarray:
+    """bool[n]: the value is one or more ASCII digits (nulls: False)."""
+    return pc.fill_null(pc.ascii_is_decimal(values), False).to_numpy(zero_copy_only=False)
+
+
 def _empty(values: pa.Array) -> np.ndarray:
     return pc.binary_length(values).to_numpy() == 0
 
 
-def _number(values: pa.Array, type_: pa.DataType) -> pa.Array:
-    """Cast numeric strings; anything that is not a number (already rejected, or empty) -> null."""
-    pattern = _DECIMAL if pa.types.is_floating(type_) else r"^-?[0-9]+$"
-    ok = pa.array(_matches(values, pattern))
-    return pc.if_else(ok, values, pa.scalar(None, pa.string())).cast(type_)
+def _number(values: pa.Array, ok: np.ndarray, type_: pa.DataType) -> pa.Array:
+    """Cast the numeric strings where ``ok`` (bool[n]) holds; the others (already rejected, or empty) -> null."""
+    return pc.if_else(pa.array(ok), values, pa.scalar(None, pa.string())).cast(type_)
 
 
 def _concat_lists(*lists: pa.ListArray) -> pa.ListArray:

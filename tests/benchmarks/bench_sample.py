@@ -37,31 +37,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repo, for te
 from jobs import sample  # noqa: E402
 from pipeline import sampling, storage  # noqa: E402
 from pipeline.spark import session  # noqa: E402
+from tests.benchmarks.cputime import tree_cpu_seconds  # noqa: E402
 from tests.integration.test_sample import make_config, write_inputs  # noqa: E402
 
 CORES = 2
 NEGATIVES, POSITIVES, SEED, EPOCH = 20, 2, 13, 1
-
-
-def tree_cpu_seconds() -> float:
-    """CPU seconds used so far by this process and every descendant (the JVM, Python workers),
-    from /proc; reaped children count through their parents' cutime/cstime."""
-    parents, times = {}, {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        pid = int(stat.parent.name)
-        parents[pid] = int(fields[1])
-        times[pid] = sum(int(f) for f in fields[11:15])
-    tree, frontier = {os.getpid()}, [os.getpid()]
-    while frontier:
-        parent = frontier.pop()
-        children = [pid for pid, ppid in parents.items() if ppid == parent and pid not in tree]
-        tree.update(children)
-        frontier += children
-    return sum(times.get(pid, 0) for pid in tree) / os.sysconf("SC_CLK_TCK")
 
 
 def time_stage(root: str) -> dict:
