@@ -7,12 +7,16 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DEMO_DATA ?= demo
 DEMO_ROOT ?= data/demo
-# Real data from Debian: openclipart (tagged clip art), darknet (test photos).
+# Real data from Debian: openclipart (tagged clip art), darknet (test photos). The tests also
+# drive the web page in chromium through its driver.
 APT_PACKAGES := openclipart-svg openclipart-png darknet
+TEST_APT_PACKAGES := chromium chromium-driver
 
 .PHONY: setup system-packages demo test test-fast clean-demo
 
 setup: system-packages $(BIN)/.installed
+
+test test-fast: APT_PACKAGES += $(TEST_APT_PACKAGES)
 
 system-packages:
 	@missing="$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done | xargs)"; \

@@ -22,10 +22,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
+from py4j.protocol import Py4JJavaError
 from pyspark.sql import DataFrame, SparkSession, functions as F
 from pyspark.sql.utils import AnalysisException
 
-from pipeline import Im2vecError, config as configuration, storage, tags as tagging, yfcc
+from pipeline import Im2vecError, config as configuration, spark as spark_session, storage, tags as tagging, yfcc
 
 DETECT_LINES = 50
 CHUNK_LINES = 50_000        # lines per parse call: big enough for vectorized kernels, small in memory
@@ -70,6 +71,8 @@ def input_files(spark: SparkSession, inputs: list[str]) -> list[str]:
         files = spark.read.text(uris).inputFiles()
     except AnalysisException as err:
         raise Im2vecError(f"cannot read input {', '.join(inputs)}: {err.desc.splitlines()[0]}") from None
+    except Py4JJavaError as err:   # e.g. s3a:// without hadoop-aws on the classpath
+        raise spark_session.missing_filesystem(err, uris) or err
     if not files:
         raise Im2vecError(f"no input files found in {', '.join(inputs)}")
     return sorted(file_uri(f) for f in files)

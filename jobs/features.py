@@ -5,7 +5,8 @@ Each photo's image is found through the ``images`` URI template (pipeline.images
 run through the CNN (pipeline.cnn) in batches of ``cnn_batch_size``, inside ``mapInArrow``
 tasks. Each Python worker loads the model once and keeps it for every later task; TensorFlow
 gets one thread per task core and, on GPU executors, only the GPU Spark assigned the task
-(deploy/gpu/, :func:`gpu_conf`). The CPU and GPU paths are the same code.
+(deploy/gpu/; the session asks for GPU executors when ``gpus_per_executor`` is set, see
+:func:`pipeline.spark.gpu_conf`). The CPU and GPU paths are the same code.
 
     ROOT/features/           Petastorm dataset: photo_id int64, feature float16[D] (NdarrayCodec)
     ROOT/rejects/features/   Parquet: photo_id, uri, reason, detail; reasons are
@@ -28,7 +29,6 @@ import os
 import sys
 import time
 from functools import partial
-from pathlib import Path
 from typing import Iterator, NamedTuple
 
 import numpy as np
@@ -36,6 +36,7 @@ import pyarrow as pa
 from pyspark.sql import DataFrame, SparkSession, functions as F
 
 from pipeline import Im2vecError, config as configuration, imagesource, storage
+from pipeline.spark import DISCOVERY_SCRIPT, gpu_conf  # noqa: F401  (GPU executors: the session builds them)
 
 MODEL_KEYS = ("cnn", "cnn_weights", "cnn_input_size")   # features/ made with other values is not extended
 TASK_KEYS = MODEL_KEYS + ("min_side", "fetch_threads", "fetch_timeout", "s3_endpoint")
@@ -50,45 +51,9 @@ TASK_OUTPUT = pa.schema([
     ("detail", pa.string()),
 ])
 TASK_OUTPUT_DDL = "photo_id long, feature binary, uri string, reason string, detail string"
-DISCOVERY_SCRIPT = Path(__file__).resolve().parents[1] / "deploy" / "gpu" / "get_gpus_resources.sh"
 
 
 # --- GPUs and TensorFlow in a Python worker ------------------------------------------------------
-
-def gpu_conf(config: dict) -> dict[str, str]:
-    """The Spark properties that give executors GPUs and each task a share of one.
-
-    Config keys:
-        gpus_per_executor: GPUs per executor; 0 = CPU executors (returns {}). One is the
-            recommended layout: every task of the executor then uses the same GPU.
-        gpus_per_task: GPUs per task, 1 or a unit fraction (0.5, 0.25, 0.125 ...): with 0.125,
-            eight tasks, each with its own core for decoding, share one GPU.
-        gpu_discovery_script: the script executors run to list their GPUs; "" = this
-            checkout's deploy/gpu/get_gpus_resources.sh (for files shipped with ``--files``,
-            ``./get_gpus_resources.sh``).
-
-    Returns:
-        ``spark.executor.resource.gpu.amount``, ``spark.task.resource.gpu.amount`` and
-        ``spark.executor.resource.gpu.discoveryScript`` as strings, for a SparkSession builder
-        or a spark-submit properties file. Standalone workers also need
-        ``spark.worker.resource.gpu.amount`` and ``...discoveryScript`` in their own conf.
-        {} for a ``local`` master: local mode schedules no GPUs (tasks asking for one never
-        start), and its TensorFlow sees the machine's GPUs anyway.
-    """
-    executor = config.get("gpus_per_executor") or 0
-    task = float(config.get("gpus_per_task") or 0)
-    if executor != int(executor) or int(executor) < 0:
-        raise Im2vecError(f"gpus_per_executor must be a whole number >= 0, got {executor!r}")
-    if not executor or str(config.get("master") or "").startswith("local"):
-        return {}
-    if not 0 < task <= 1 or abs(1 / task - round(1 / task)) > 1e-9:
-        raise Im2vecError(f"gpus_per_task must be 1 or a unit fraction (0.5, 0.25, ...): a task runs one "
-                          f"model on one GPU; got {task!r}")
-    script = str(config.get("gpu_discovery_script") or DISCOVERY_SCRIPT)
-    return {"spark.executor.resource.gpu.amount": str(int(executor)),
-            "spark.task.resource.gpu.amount": f"{task:g}",
-            "spark.executor.resource.gpu.discoveryScript": script}
-
 
 _pinned_gpus: list[str] | None = None   # what this worker's TensorFlow was set up with
 
@@ -242,7 +207,7 @@ def run(spark: SparkSession, config: dict, root: str) -> dict:
     """Extract CNN features for the photos of ``ROOT/clean/`` not yet in ``ROOT/features/``.
 
     Args:
-        spark: the session (GPU executors if it was made with :func:`gpu_conf`).
+        spark: the session (GPU executors when made with ``gpus_per_executor``: pipeline.spark.gpu_conf).
         config: run configuration (PARAMETER_KEYS; ``images`` is required). ``partitions`` is the
             number of extraction tasks; 0 = one per IMAGES_PER_TASK photos, at least Spark's
             default parallelism.
@@ -261,11 +226,14 @@ def run(spark: SparkSession, config: dict, root: str) -> dict:
     final_rejects = storage.join(root, "rejects", "features")
     if storage.read_manifest(clean_uri) is None:
         raise Im2vecError(f"{clean_uri} is missing or incomplete: run `im2vec clean` first")
-    clean = spark.read.parquet(clean_uri)
-    template = imagesource.parse_template(config.get("images"), to_arrow_schema(clean.schema))
     batch_size = int(config["cnn_batch_size"])
     if batch_size < 1:
         raise Im2vecError(f"cnn_batch_size must be at least 1, got {batch_size}")
+    # Load the CNN here first: a bad cnn / cnn_weights then fails once, before any Spark job, instead
+    # of in every task (and every retry). The driver keeps it, as a Python worker does.
+    extractor(config)
+    clean = spark.read.parquet(clean_uri)
+    template = imagesource.parse_template(config.get("images"), to_arrow_schema(clean.schema))
     photos = clean.select("photo_id", *(c for c in template.columns if c != "photo_id")).dropDuplicates(["photo_id"])
 
     old = _reusable_features(spark, config, final)

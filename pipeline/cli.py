@@ -8,6 +8,8 @@ Contract (other tools call it; keep it stable)::
     im2vec synth --rows N --layout 23|25 --out PATH
     im2vec demo-data --out DIR
     im2vec status --root ROOT
+    im2vec evaluate --root ROOT
+    im2vec serve --root ROOT [--port P] [--host 127.0.0.1]
 """
 from __future__ import annotations
 
@@ -67,6 +69,25 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train the projection on epochs/ (TensorFlow; waits for unsampled epochs)")
     _common(p)
 
+    p = sub.add_parser("index", help="embed every image with the trained model into index/ (Spark)")
+    _common(p)
+
+    p = sub.add_parser("tag", help="the top-k tags of image files or photo ids")
+    p.add_argument("--root", required=True)
+    p.add_argument("--k", type=int, default=5, help="tags per input")
+    p.add_argument("--any-word", action="store_true", help="rank every word with a vector, not only the vocabulary")
+    p.add_argument("--json", action="store_true", help='print {input: [{"tag": ..., "score": ...}, ...]}')
+    p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_PHOTO_ID")
+
+    p = sub.add_parser("search", help="the top-k images for a word or words (needs `im2vec index`)")
+    p.add_argument("--root", required=True)
+    p.add_argument("--k", type=int, default=10, help="images to return")
+    p.add_argument("--json", action="store_true", help='print {"query": ..., "results": [...]}')
+    p.add_argument("words", nargs="+")
+
+    p = sub.add_parser("evaluate", help="P/R/F1/N+ at 5 and mAP on the test split vs baselines -> reports/")
+    _common(p)
+
     p = sub.add_parser("run", help="run every stage in order")
     _common(p)
     p.add_argument("--input", nargs="+", required=True, metavar="PATH_OR_GLOB")
@@ -74,6 +95,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("status", help="show what each stage under a root produced")
     p.add_argument("--root", required=True)
     p.add_argument("--json", action="store_true", help="print the manifests as JSON")
+
+    p = sub.add_parser("serve", help="a web page on localhost to search images with words and see their tags")
+    p.add_argument("--root", required=True)
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--host", default="127.0.0.1", help="address to bind; 0.0.0.0 exposes it to the network")
 
     p = sub.add_parser("synth", help="write synthetic YFCC metadata with realistic statistics")
     p.add_argument("--rows", type=int, required=True)
@@ -147,6 +173,16 @@ def cmd_train(args) -> int:
     return 0
 
 
+def cmd_evaluate(args) -> int:
+    from jobs import evaluate
+
+    manifest = evaluate.run(_load_config(args), storage.to_uri(args.root))
+    print(manifest["markdown"])
+    print(f"[im2vec] evaluate: {manifest['rows_out']:,} test images in {manifest['seconds']:.1f}s -> "
+          f"{manifest['output']}/evaluation.json, evaluation.md, evaluation_pr.png, evaluation_examples.png")
+    return 0
+
+
 def cmd_schedule(args) -> int:
     from jobs import schedule
 
@@ -167,10 +203,17 @@ def cmd_run(args) -> int:
     return 0
 
 
+# What train, index and evaluate write, after the Spark stages' outputs.
+MODEL_OUTPUTS = ["model", "index", "reports"]
+# A folder under one of these named _staging-* is a stage's unfinished output (storage.staging_uri).
+STAGING_PARENTS = ["", "rejects", "epochs"]
+
+
 def stage_manifests(root: str) -> dict[str, dict | None]:
     """{output folder: its manifest or None} for every stage under ``root``, in pipeline order.
 
-    Most stages write one folder named like the stage; ``sample`` writes one folder per epoch.
+    Most stages write one folder named like the stage; ``sample`` writes one folder per epoch;
+    then MODEL_OUTPUTS (train: ``model/``, index: ``index/``, evaluate: ``reports/``).
     """
     found: dict[str, dict | None] = {}
     for name in STAGES:
@@ -185,27 +228,92 @@ def stage_manifests(root: str) -> dict[str, dict | None]:
                     found[f"epochs/{info.base_name}"] = storage.read_manifest(storage.join(epochs_uri, info.base_name))
         if not any(k.startswith("epochs/") for k in found):
             found["epochs"] = None
+    for name in MODEL_OUTPUTS:
+        found[name] = storage.read_manifest(storage.join(root, name))
     return found
 
 
+def staging_folders(root: str) -> list[str]:
+    """URIs of the ``_staging-*`` folders under ``root`` (and its rejects/ and epochs/), sorted.
+
+    A stage builds its output in one and moves it into place at the end; one that is still
+    there after the stage ended is left by a crashed run.
+    """
+    found = []
+    for parent in STAGING_PARENTS:
+        uri = storage.join(root, parent) if parent else root
+        if not storage.exists(uri):
+            continue
+        fs, path = storage.filesystem(uri)
+        found += [storage.join(uri, info.base_name) for info in fs.get_file_info(pafs.FileSelector(path))
+                  if info.type == pafs.FileType.Directory and info.base_name.startswith("_staging-")]
+    return sorted(found)
+
+
+def _read_json(uri: str) -> dict | None:
+    try:
+        return json.loads(storage.read_text(uri))
+    except (FileNotFoundError, OSError, ValueError):
+        return None
+
+
+def _number(value, digits: int = 4) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def _summary_lines(root: str, manifests: dict[str, dict | None]) -> list[str]:
+    """Lines on training progress (model/progress.json), the index and the evaluation, where they exist."""
+    lines = []
+    progress = _read_json(storage.join(root, "model", "progress.json"))
+    if progress:
+        lines.append(f"train: epoch {progress.get('epoch')}, step {progress.get('step') or 0:,}, validation P@5 "
+                     f"{_number(progress.get('val_p_at_5'))} (popularity {_number(progress.get('popularity_p_at_5'))}), "
+                     f"updated {progress.get('updated', '-')}")
+    index = manifests.get("index")
+    if index:
+        trained = (manifests.get("model") or progress or {}).get("epoch")
+        stale = "" if trained is None or index.get("model_epoch") in (None, trained) else \
+            f": older than the model (epoch {trained}), run `im2vec index` again"
+        lines.append(f"index: {index['rows_out']:,} embeddings of dimension {index.get('dim')} from the model "
+                     f"of epoch {index.get('model_epoch')}{stale}")
+    report = _read_json(storage.join(root, "reports", "evaluation.json"))
+    for method, scores in (report or {}).items():
+        if isinstance(scores, dict) and "p_at_5" in scores:
+            lines.append(f"evaluate {method}: P@5 {_number(scores.get('p_at_5'))} R@5 {_number(scores.get('r_at_5'))} "
+                         f"F1 {_number(scores.get('f1'))} mAP {_number(scores.get('map'))}")
+    return lines
+
+
 def status_text(root: str) -> str:
-    """A table of every stage output under ``root``: complete (counts, time), partial or missing."""
+    """A table of every stage output under ``root``: complete (counts, time), partial or missing.
+
+    Then, where they exist: training progress, the index, the evaluation's scores, and any
+    ``_staging-*`` folder a crashed run left behind.
+    """
     lines = [f"im2vec run at {root}", f"{'output':<20} {'state':<9} {'rows in':>12} {'rows out':>12} "
              f"{'rejected':>10} {'seconds':>8}  finished"]
-    for name, manifest in stage_manifests(root).items():
+    manifests = stage_manifests(root)
+    for name, manifest in manifests.items():
         if manifest is None:
-            state = "partial" if storage.exists(storage.join(root, name)) else "missing"
+            # reports/ also holds the trainer's plot: evaluate has started once evaluation.json exists.
+            started = storage.join(root, name, "evaluation.json") if name == "reports" else storage.join(root, name)
+            state = "partial" if storage.exists(started) else "missing"
             lines.append(f"{name:<20} {state:<9}")
             continue
         lines.append(f"{name:<20} {'complete':<9} {manifest['rows_in']:>12,} {manifest['rows_out']:>12,} "
                      f"{manifest['rows_rejected']:>10,} {manifest['seconds']:>8.1f}  {manifest['finished']}")
+    lines += _summary_lines(root, manifests)
+    lines += [f"stale staging folder from a crashed run: {uri} (safe to delete unless a stage is running now)"
+              for uri in staging_folders(root)]
     return "\n".join(lines)
 
 
 def cmd_status(args) -> int:
     root = storage.to_uri(args.root)
     if args.json:
-        print(json.dumps(stage_manifests(root), indent=2))
+        print(json.dumps({**stage_manifests(root),
+                          "model/progress.json": _read_json(storage.join(root, "model", "progress.json")),
+                          "stale_staging": staging_folders(root)}, indent=2))
     else:
         print(status_text(root))
     return 0
@@ -230,7 +338,48 @@ def cmd_demo_data(args) -> int:
     return 0
 
 
-HANDLERS = {"train": cmd_train, "schedule": cmd_schedule, "run": cmd_run, "status": cmd_status, "synth": cmd_synth, "demo-data": cmd_demo_data}
+def cmd_tag(args) -> int:
+    from pipeline import query
+
+    ranked = query.tag_inputs(storage.to_uri(args.root), args.inputs, k=args.k, any_word=args.any_word)
+    if args.json:
+        print(json.dumps({name: [{"tag": t, "score": round(s, 4)} for t, s in tags] for name, tags in ranked.items()}))
+    else:
+        for name, tags in ranked.items():
+            print(name)
+            print("\n".join(f"  {rank:>3}  {score:8.3f}  {tag}" for rank, (tag, score) in enumerate(tags, 1)))
+    return 0
+
+
+def cmd_search(args) -> int:
+    from pipeline import query
+
+    root, text = storage.to_uri(args.root), " ".join(args.words)
+    model, index = query.load_model(root), query.load_index(root)
+    if index.model_sha256 and index.model_sha256 != model.model_sha256:
+        print(f"[im2vec] search: the index was made with another model: run `im2vec index --root {root}` "
+              "again", file=sys.stderr)
+    results = query.search(model, index, text, k=args.k)
+    tags = query.photo_tags(root, [photo_id for photo_id, _ in results])
+    if args.json:
+        print(json.dumps({"query": text, "results": [{"photo_id": p, "score": round(s, 4), "tags": tags.get(p, [])}
+                                                     for p, s in results]}))
+    else:
+        print(f"{'rank':>4}  {'photo_id':>20}  {'score':>6}  tags")
+        for rank, (photo_id, score) in enumerate(results, 1):
+            print(f"{rank:>4}  {photo_id:>20}  {score:6.3f}  {', '.join(tags.get(photo_id, []))}")
+    return 0
+
+
+def cmd_serve(args) -> int:
+    from pipeline import serve
+
+    serve.serve(args.root, host=args.host, port=args.port)
+    return 0
+
+
+HANDLERS = {"train": cmd_train, "schedule": cmd_schedule, "run": cmd_run, "status": cmd_status, "synth": cmd_synth, "demo-data": cmd_demo_data,
+            "serve": cmd_serve, "tag": cmd_tag, "search": cmd_search, "evaluate": cmd_evaluate}
 
 
 def main(argv: list[str] | None = None) -> int:

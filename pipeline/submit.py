@@ -13,11 +13,15 @@ application file to run, ``{stage}`` filled in (default: this installation's
 other key is an im2vec config key (``pipeline/defaults.yaml``) and goes to the stage as
 ``--set key=value``. Values may name environment variables, ``${NAME}`` (required) or
 ``${NAME:-default}``; a line whose value comes out empty is left out, so a profile can hold
-optional settings. Credentials never belong in a profile: Spark and boto3 take them from
-the standard AWS chain (instance profile, IRSA, environment) on each machine.
+optional settings. A key the user sets with the stage's ``--set`` (or in its ``--config`` file)
+beats the profile's line, and a ``spark.*`` one goes to spark-submit as ``--conf`` too;
+``defaults.yaml``'s ``spark.*`` values never beat the profile (pipeline.spark.properties).
+Credentials never belong in a profile: Spark and boto3 take them from the standard AWS chain
+(instance profile, IRSA, environment) on each machine.
 """
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import os
 import re
@@ -26,7 +30,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from pipeline import Im2vecError, config as configuration
+from pipeline import Im2vecError, config as configuration, spark as spark_session
 
 PROFILES = Path(__file__).resolve().parent.parent / "deploy" / "profiles"
 _VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -116,15 +120,30 @@ def submit_command(stage: str, profile: str, args: list[str], environ: dict | No
     if "spark.master" in settings:
         command += ["--master", settings.pop("spark.master")]
     spark = {k: v for k, v in settings.items() if k.startswith("spark.")}
+    # What the user set (--config, --set) beats the profile. Spark properties among it go to
+    # spark-submit too: some only count when the driver starts (spark.driver.memory, spark.jars.packages).
+    users = _users_config(args)
+    overrides = [f"{k}={v}" for k, v in settings.items() if not k.startswith("spark.") and k not in users]
+    configuration.load(overrides=overrides)  # an unknown key fails here, not on the cluster
+    spark.update(spark_session.explicit_properties(users))
     # A driver on this machine runs this interpreter, not a packed environment's path that
     # only exists inside YARN containers (spark.pyspark.python would otherwise apply to it).
     if spark.get("spark.submit.deployMode", "client") == "client":
         spark.setdefault("spark.pyspark.driver.python", sys.executable)
     for key, value in spark.items():
         command += ["--conf", f"{key}={value}"]
-    overrides = [f"{k}={v}" for k, v in settings.items() if not k.startswith("spark.")]
-    configuration.load(overrides=overrides)  # an unknown key fails here, not on the cluster
     return command + [app, *_without_submit(args), *(a for o in overrides for a in ("--set", o))]
+
+
+def _users_config(args: list[str]) -> dict:
+    """The config keys the stage's ``--config`` file and ``--set`` give a value other than ``defaults.yaml``'s."""
+    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    parser.add_argument("--config")
+    parser.add_argument("--set", dest="overrides", action="append", default=[])
+    known, _ = parser.parse_known_args(args)
+    packaged = configuration.defaults()
+    return {k: v for k, v in configuration.load(known.config, known.overrides).items()
+            if k not in packaged or v != packaged[k]}
 
 
 def _without_submit(args: list[str]) -> list[str]:

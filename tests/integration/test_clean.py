@@ -127,6 +127,11 @@ def test_missing_input_is_a_clear_error(spark, tmp_path, root):
         clean.run(spark, CONFIG, root, [str(tmp_path / "nope.tsv")])
 
 
+def test_s3a_input_without_hadoop_aws_names_what_is_missing(spark, root):
+    with pytest.raises(Im2vecError, match="hadoop-aws"):
+        clean.run(spark, CONFIG, root, ["s3a://im2vec-bucket/yfcc/"])
+
+
 def test_rerun_replaces_output_and_manifest_is_last(spark, tmp_path, root):
     first = write_lines(tmp_path / "1.tsv", [line(25, photo_id=i) for i in range(1, 6)])
     second = write_lines(tmp_path / "2.tsv", [line(25, photo_id=i) for i in range(100, 103)])

@@ -24,7 +24,7 @@ import pytest
 from PIL import Image
 
 from jobs import features
-from pipeline import Im2vecError, cli, config as configuration, images, storage, yfcc
+from pipeline import Im2vecError, cli, config as configuration, images, spark as spark_session, storage, yfcc
 
 DARKNET = "/usr/share/darknet/data"
 OPENCLIPART = "/usr/share/openclipart/png"
@@ -339,31 +339,55 @@ def test_sample_stage_reads_these_features(spark, local_run, tmp_path):
         np.testing.assert_array_equal(np.frombuffer(raw, "<f2"), extracted[pid])
 
 
+# --- a bad CNN fails on the driver -------------------------------------------------------------------
+
+@pytest.mark.parametrize("cnn, message", [
+    ("resnet9000", "'resnet9000' is not mobilenet_v2, keras:<Application> or savedmodel:<path>"),
+    ("keras:NoSuchApp", "keras.applications has no model 'NoSuchApp'"),
+    ("savedmodel:/missing", "savedmodel /missing does not exist")])
+def test_bad_cnn_fails_on_the_driver_before_any_spark_job(spark, tmp_path, cnn, message):
+    root = "file://" + str(tmp_path / "run")
+    write_clean(root, [1, 2, 3])
+    group = f"bad-cnn-{cnn}"
+    context = spark.sparkContext
+    context.setJobGroup(group, "features with a bad cnn")
+    try:
+        with pytest.raises(Im2vecError, match=message.replace("(", r"\(").replace(")", r"\)")):
+            features.run(spark, make_config(cnn=cnn, images=f"file://{tmp_path}/{{photo_id}}.jpg"), root)
+        assert context.statusTracker().getJobIdsForGroup(group) == []
+        spark.range(3).count()   # and the group does see a job when one runs
+        assert context.statusTracker().getJobIdsForGroup(group)
+    finally:
+        context.setLocalProperty("spark.jobGroup.id", None)
+        context.setLocalProperty("spark.job.description", None)
+    assert not storage.exists(storage.join(root, "features"))
+
+
 # --- GPU executors ----------------------------------------------------------------------------------
 
 def test_gpu_conf_from_config():
-    assert features.gpu_conf(make_config(master="yarn")) == {}   # CPU executors by default
-    conf = features.gpu_conf(make_config(master="yarn", gpus_per_executor=2, gpus_per_task=0.25,
+    assert spark_session.gpu_conf(make_config(master="yarn")) == {}   # CPU executors by default
+    conf = spark_session.gpu_conf(make_config(master="yarn", gpus_per_executor=2, gpus_per_task=0.25,
                                          gpu_discovery_script="./get_gpus_resources.sh"))
     assert conf == {"spark.executor.resource.gpu.amount": "2", "spark.task.resource.gpu.amount": "0.25",
                     "spark.executor.resource.gpu.discoveryScript": "./get_gpus_resources.sh"}
-    default = features.gpu_conf(make_config(master="spark://host:7077", gpus_per_executor=1))
+    default = spark_session.gpu_conf(make_config(master="spark://host:7077", gpus_per_executor=1))
     assert default["spark.task.resource.gpu.amount"] == "0.125"
     assert os.access(default["spark.executor.resource.gpu.discoveryScript"], os.X_OK)
     # Local mode schedules no GPUs: a task asking for one would never start.
-    assert features.gpu_conf(make_config(master="local[2]", gpus_per_executor=1)) == {}
+    assert spark_session.gpu_conf(make_config(master="local[2]", gpus_per_executor=1)) == {}
     for bad in ({"gpus_per_task": 0.3}, {"gpus_per_task": 2}, {"gpus_per_task": 0}, {"gpus_per_executor": 1.5}):
         with pytest.raises(Im2vecError):
-            features.gpu_conf(make_config(**{"master": "yarn", "gpus_per_executor": 1, **bad}))
+            spark_session.gpu_conf(make_config(**{"master": "yarn", "gpus_per_executor": 1, **bad}))
 
 
 def test_gpu_properties_file_is_the_generated_conf():
     """deploy/gpu/gpu.properties (for spark-submit) says what gpu_conf generates for its documented settings."""
-    path = os.path.join(os.path.dirname(features.DISCOVERY_SCRIPT), "gpu.properties")
+    path = os.path.join(os.path.dirname(spark_session.DISCOVERY_SCRIPT), "gpu.properties")
     with open(path) as fh:
         lines = [line.split(None, 1) for line in fh if line.strip() and not line.startswith("#")]
     written = {key: value.strip() for key, value in lines}
-    generated = features.gpu_conf(make_config(master="yarn", gpus_per_executor=1, gpus_per_task=0.125,
+    generated = spark_session.gpu_conf(make_config(master="yarn", gpus_per_executor=1, gpus_per_task=0.125,
                                               gpu_discovery_script="./get_gpus_resources.sh"))
     assert {k: v for k, v in written.items() if k in generated} == generated
     # Eight one-core tasks per executor: 1 / gpus_per_task, so the GPU share is what limits no task.
@@ -377,12 +401,12 @@ def test_discovery_script_lists_nvidia_smi_indexes(tmp_path, gpus):
     fake = tmp_path / "nvidia-smi"
     fake.write_text("#!/bin/sh\n" + "".join(f"echo {g}\n" for g in gpus))
     fake.chmod(0o755)
-    out = subprocess.run([str(features.DISCOVERY_SCRIPT)], capture_output=True, text=True, check=True,
+    out = subprocess.run([str(spark_session.DISCOVERY_SCRIPT)], capture_output=True, text=True, check=True,
                          env={**os.environ, "PATH": f"{tmp_path}:{os.environ['PATH']}"}).stdout
     assert json.loads(out) == {"name": "gpu", "addresses": gpus}
 
 
 def test_discovery_script_fails_without_nvidia_smi(tmp_path):
-    result = subprocess.run([str(features.DISCOVERY_SCRIPT)], capture_output=True, text=True,
+    result = subprocess.run([str(spark_session.DISCOVERY_SCRIPT)], capture_output=True, text=True,
                             env={**os.environ, "PATH": str(tmp_path)})
     assert result.returncode != 0 and "nvidia-smi" in result.stderr

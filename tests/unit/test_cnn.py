@@ -208,9 +208,13 @@ def test_feature_model_default_is_mobilenet_v2():
     assert (size, dim) == (160, 1280) and model.input.shape == (None, 160, 160, 3)
 
 
-@pytest.mark.parametrize("cnn_value", ["vgg", "keras:NoSuchNet", "keras:MobileNetV2", "savedmodel:/no/such/model"])
-def test_feature_model_rejects_bad_config(cnn_value):
-    with pytest.raises(Im2vecError):
+@pytest.mark.parametrize("cnn_value, message", [
+    ("resnet9000", "cnn: 'resnet9000' is not mobilenet_v2"), ("keras:", "is not mobilenet_v2"),
+    ("keras:NoSuchNet", "keras.applications has no model 'NoSuchNet'"),
+    ("keras:MobileNetV2", "needs cnn_weights"), ("savedmodel:/no/such/model", "/no/such/model does not exist")])
+def test_feature_model_rejects_bad_config(cnn_value, message):
+    """What the features stage's driver says before any Spark job starts (test_features.py checks that part)."""
+    with pytest.raises(Im2vecError, match=message):
         cnn.feature_model({"cnn": cnn_value, "cnn_weights": ""})
 
 

@@ -1,0 +1,447 @@
+"""Tag images and search images with words, with a trained model: the library behind tag, search and serve.
+
+Shapes: ``N`` images, ``D`` feature size (1280 for MobileNetV2), ``d`` tag-space size (50 for
+GloVe 6B 50d), ``V`` vocabulary tags, ``W`` words in ROOT/wordvec/words.kv.
+
+Reads (ROOT = the run root URI):
+    ROOT/model/projection.keras, tag_vectors.npy, tag_bias.npy   the trainer's outputs (model/train.py)
+    ROOT/vocab/                  tag_id -> tag
+    ROOT/wordvec/words.kv        gensim KeyedVectors of every pretrained word (zero-shot words); optional
+    ROOT/index/                  the index stage's image embeddings (jobs/index.py)
+    ROOT/features/               CNN features (photo ids given to ``im2vec tag``)
+    ROOT/clean/                  the photos' original tags, to show next to results
+
+Scores. A vocabulary tag t scores an image f as ``g(f)·v_t + tag_bias_t``, exactly as the trainer
+validates (model.train.validate, model.projection.tag_bias): the offset undoes the sampler's
+weighting so tags rank by how likely each is on the image. Any other word w scores
+``g(f)·v_w`` with its pretrained vector from words.kv. The two are comparable because (1) the
+tag table starts in (and, frozen, stays in) the words.kv space, so g maps images into the
+space of every word; and (2) tag_bias is centred on 0 over the vocabulary, so a word outside it
+gets the offset of a typical tag. Searching ranks images for one query by cosine
+``g(f)/|g(f)| · q/|q|``; ranking images for one word needs no offset.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import re
+import tempfile
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+import pyarrow.fs as pafs
+
+from pipeline import Im2vecError, storage
+
+EMBED_BATCH = 4096   # images per forward pass of g
+# Words of words.kv that may tag an image with any_word=True: letters, inner - or ' allowed.
+# GloVe's keys include punctuation and numbers ("," ".", "1998"), which are not tags.
+WORD_PATTERN = re.compile(r"^[^\W\d_]+(?:[-'][^\W\d_]+)*$")
+# ... and only the most frequent ones (pretrained files list words by frequency): the rarer are mostly
+# names and misspellings whose vectors are noisy and, on the openclipart demo, outscore every real word.
+ANY_WORD_LIMIT = 100_000
+
+
+@dataclass
+class Model:
+    """Everything needed to score images and words.
+
+    Attributes:
+        projection: keras.Model, g: float32[N, D] features -> float32[N, d].
+        tag_vectors: float32[V, d], row = tag_id (the trained tag table).
+        tag_bias: float32[V], added to g(f)·v_t when ranking tags for an image.
+        tags: tag_id -> tag.
+        words: ROOT/wordvec/words.kv (vectors for any word), or None when the run has none.
+        model_sha256: sha256 of projection.keras, to tell whether an index was made with this model.
+    """
+    projection: object
+    tag_vectors: np.ndarray
+    tag_bias: np.ndarray
+    tags: list[str]
+    words: object | None = None
+    model_sha256: str = ""
+    _tag_ids: dict = field(default_factory=dict, repr=False)
+    _word_candidates: np.ndarray | None = field(default=None, repr=False)
+
+    def tag_id(self, tag: str) -> int | None:
+        """The tag_id of a (normalized) tag, or None."""
+        if not self._tag_ids:
+            self._tag_ids = {t: i for i, t in enumerate(self.tags)}
+        return self._tag_ids.get(tag)
+
+    def word_candidates(self) -> np.ndarray:
+        """int64[W'] rows of words.kv that tag images with any_word=True.
+
+        The ANY_WORD_LIMIT most frequent keys that look like words (WORD_PATTERN), less the
+        vocabulary's tags (as ``tag`` or ``multi_word``), which are scored through the tag table.
+        """
+        if self._word_candidates is None:
+            vocabulary = set(self.tags) | {t.replace(" ", "_") for t in self.tags}
+            keys = self.words.index_to_key[:ANY_WORD_LIMIT]
+            self._word_candidates = np.array([i for i, key in enumerate(keys)
+                                              if key not in vocabulary and WORD_PATTERN.match(key)], np.int64)
+        return self._word_candidates
+
+
+@dataclass
+class Index:
+    """The index stage's output: photo_id int64[N] and float32[N, d] L2-normalized g(f), same order."""
+    photo_ids: np.ndarray
+    embeddings: np.ndarray
+    model_sha256: str = ""   # of the projection.keras it was made with ("" if unknown)
+
+
+# --- loading ---------------------------------------------------------------------------------------
+
+def _read_bytes(uri: str) -> bytes:
+    fs, path = storage.filesystem(uri)
+    with fs.open_input_stream(path) as src:
+        return src.read()
+
+
+def _local_path(uri: str, scratch: str) -> str:
+    """A local path to read ``uri`` from: its own path for file://, else a copy in ``scratch``."""
+    fs, path = storage.filesystem(uri)
+    if uri.startswith("file://") or "://" not in uri:
+        return path
+    local = os.path.join(scratch, os.path.basename(path))
+    with open(local, "wb") as out:
+        out.write(_read_bytes(uri))
+    return local
+
+
+def load_projection(data: bytes):
+    """A Keras projection from the bytes of a ``.keras`` file (Keras loads only from a path)."""
+    import keras
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "projection.keras")
+        with open(path, "wb") as out:
+            out.write(data)
+        return keras.models.load_model(path, compile=False)
+
+
+def read_vocab_tags(root: str) -> list[str]:
+    """ROOT/vocab/ tags in tag_id order (tag_id runs 0..V-1)."""
+    uri = storage.join(root, "vocab")
+    if storage.read_manifest(uri) is None:
+        raise Im2vecError(f"{uri} is missing or incomplete: run `im2vec vocab` first")
+    fs, path = storage.filesystem(uri)
+    table = ds.dataset(path, filesystem=fs, format="parquet").to_table(columns=["tag_id", "tag"]).sort_by("tag_id")
+    return table.column("tag").to_pylist()
+
+
+def load_model(root: str) -> Model:
+    """The trained model under ``root``: g, the tag table and offsets, the vocabulary and words.kv.
+
+    Works while training runs (the trainer replaces its outputs atomically after every epoch).
+
+    Raises:
+        Im2vecError: there is no trained model yet, or it does not match the vocabulary.
+    """
+    from gensim.models import KeyedVectors
+
+    root = storage.to_uri(root)
+    model_uri = storage.join(root, "model")
+    if not storage.exists(storage.join(model_uri, "projection.keras")):
+        raise Im2vecError(f"no trained model under {model_uri}: run `im2vec train --root {root}` first")
+    data = _read_bytes(storage.join(model_uri, "projection.keras"))
+    tag_vectors = np.load(io.BytesIO(_read_bytes(storage.join(model_uri, "tag_vectors.npy")))).astype(np.float32)
+    tag_bias = np.load(io.BytesIO(_read_bytes(storage.join(model_uri, "tag_bias.npy")))).astype(np.float32)
+    tags = read_vocab_tags(root)
+    if not len(tags) == len(tag_vectors) == len(tag_bias):
+        raise Im2vecError(f"{model_uri} has {len(tag_vectors):,} tag vectors for a vocabulary of {len(tags):,} "
+                          "tags: train again after `im2vec vocab`")
+    words = None
+    words_uri = storage.join(root, "wordvec", "words.kv")
+    if storage.exists(words_uri):
+        if words_uri.startswith("file://"):
+            words = KeyedVectors.load(storage.filesystem(words_uri)[1], mmap="r")
+        else:
+            with tempfile.TemporaryDirectory() as tmp:
+                fs, path = storage.filesystem(storage.join(root, "wordvec"))
+                for info in fs.get_file_info(pafs.FileSelector(path)):
+                    if info.base_name.startswith("words.kv"):
+                        _local_path(storage.join(root, "wordvec", info.base_name), tmp)
+                words = KeyedVectors.load(os.path.join(tmp, "words.kv"))
+        if words.vector_size != tag_vectors.shape[1]:
+            raise Im2vecError(f"{words_uri} has vectors of size {words.vector_size}, the model {tag_vectors.shape[1]}")
+    return Model(projection=load_projection(data), tag_vectors=tag_vectors, tag_bias=tag_bias, tags=tags,
+                 words=words, model_sha256=hashlib.sha256(data).hexdigest())
+
+
+def decode_features(feature_bytes: pa.Array) -> np.ndarray:
+    """features/ values (NdarrayCodec: ``np.save`` bytes of float16[D], one header per row) -> float16[N, D].
+
+    Every row has the same header, so the values are cut out of the column's one buffer at once.
+    """
+    column = feature_bytes.combine_chunks() if isinstance(feature_bytes, pa.ChunkedArray) else feature_bytes
+    n = len(column)
+    if n == 0:
+        return np.zeros((0, 0), np.float16)
+    if column.null_count:
+        raise ValueError("features: null feature values")
+    offsets = np.frombuffer(column.buffers()[1], dtype=np.int32, count=n + 1, offset=column.offset * 4)
+    row_size = int(offsets[1] - offsets[0])
+    if not np.all(np.diff(offsets) == row_size):
+        raise ValueError("features: rows of different sizes")
+    values = np.frombuffer(column.buffers()[2], dtype=np.uint8, count=n * row_size, offset=int(offsets[0]))
+    first = io.BytesIO(values[:row_size].tobytes())
+    version = np.lib.format.read_magic(first)
+    shape, _, dtype = np.lib.format._read_array_header(first, version)
+    header = first.tell()
+    dim = int(np.prod(shape))
+    rows = values.reshape(n, row_size)[:, header:header + dim * dtype.itemsize]
+    return np.ascontiguousarray(rows).view(dtype).reshape(n, dim).astype(np.float16, copy=False)
+
+
+def read_features(root: str, photo_ids=None) -> tuple[np.ndarray, np.ndarray]:
+    """CNN features from ROOT/features/.
+
+    Args:
+        root: the run root URI.
+        photo_ids: int[M] photo ids to read, or None for every row (a small corpus only: N x D floats).
+
+    Returns:
+        ``(photo_id int64[N], feature float32[N, D])``: with photo_ids, the ones found, in the order
+        asked, each once; without, every row in file order.
+    """
+    uri = storage.join(storage.to_uri(root), "features")
+    if storage.read_manifest(uri) is None:
+        raise Im2vecError(f"{uri} is missing or incomplete: run `im2vec features` first")
+    fs, path = storage.filesystem(uri)
+    dataset = ds.dataset(path, filesystem=fs, format="parquet")
+    if photo_ids is None:
+        table = dataset.to_table(columns=["photo_id", "feature"])
+    else:
+        asked = pa.array(np.unique(np.asarray(photo_ids, dtype=np.int64)))
+        table = dataset.to_table(columns=["photo_id", "feature"], filter=pc.field("photo_id").isin(asked))
+        ids = table.column("photo_id").to_numpy()
+        _, first = np.unique(ids, return_index=True)
+        table = table.take(pa.array(first))
+        wanted = list(dict.fromkeys(int(p) for p in photo_ids))
+        position = {int(p): i for i, p in enumerate(table.column("photo_id").to_pylist())}
+        table = table.take(pa.array([position[p] for p in wanted if p in position], pa.int64()))
+    features = decode_features(table.column("feature"))
+    return table.column("photo_id").to_numpy().astype(np.int64), features.astype(np.float32)
+
+
+def load_index(root: str) -> Index:
+    """ROOT/index/ (jobs/index.py): photo_id int64, embedding = raw little-endian float16[d] bytes.
+
+    Holds all N x d as float32 in memory (10M images x 50 dims = 2 GB).
+
+    Raises:
+        Im2vecError: there is no complete index (run ``im2vec index``).
+    """
+    uri = storage.join(storage.to_uri(root), "index")
+    manifest = storage.read_manifest(uri)
+    if manifest is None:
+        raise Im2vecError(f"no index under {uri}: run `im2vec index --root {storage.to_uri(root)}` first")
+    fs, path = storage.filesystem(uri)
+    table = ds.dataset(path, filesystem=fs, format="parquet").to_table(columns=["photo_id", "embedding"])
+    dim = int(manifest["dim"])
+    column = table.column("embedding").combine_chunks()
+    raw = np.frombuffer(column.buffers()[2], dtype="<f2", count=len(column) * dim,
+                        offset=int(np.frombuffer(column.buffers()[1], np.int32, 1, column.offset * 4)[0]))
+    return Index(photo_ids=table.column("photo_id").to_numpy().astype(np.int64),
+                 embeddings=raw.reshape(len(column), dim).astype(np.float32),
+                 model_sha256=str(manifest.get("model_sha256", "")))
+
+
+# --- scoring ---------------------------------------------------------------------------------------
+
+def embed(model: Model, features: np.ndarray) -> np.ndarray:
+    """g(f): float16/float32[N, D] features -> float32[N, d], raw (not normalized), EMBED_BATCH rows a pass."""
+    features = np.asarray(features)
+    out = [np.asarray(model.projection(features[i:i + EMBED_BATCH].astype(np.float32), training=False))
+           for i in range(0, len(features), EMBED_BATCH)]
+    return np.concatenate(out) if out else np.zeros((0, model.tag_vectors.shape[1]), np.float32)
+
+
+def normalize_rows(vectors: np.ndarray) -> np.ndarray:
+    """float[N, d] -> float32[N, d] rows of unit L2 norm (a zero row stays zero)."""
+    vectors = np.asarray(vectors, dtype=np.float32)
+    norms = np.linalg.norm(vectors, axis=-1, keepdims=True)
+    return vectors / np.maximum(norms, 1e-12)
+
+
+def rank_tags(model: Model, embeddings: np.ndarray, k: int = 5, any_word: bool = False
+              ) -> list[list[tuple[str, float]]]:
+    """The k best tags for each image, best first.
+
+    Args:
+        model: from :func:`load_model`.
+        embeddings: float32[N, d], raw g(f) (:func:`embed`; not normalized: the scores are the trainer's).
+        k: tags per image.
+        any_word: rank every word of words.kv too (zero-shot), not only the vocabulary.
+
+    Returns:
+        N lists of k ``(tag, score)``. A vocabulary tag scores ``g(f)·v_t + tag_bias_t``; with
+        any_word another word w scores ``g(f)·v_w`` (see the module docstring for why the two compare).
+    """
+    from model import metrics
+
+    embeddings = np.asarray(embeddings, dtype=np.float32)
+    top = metrics.top_k_tags(embeddings, model.tag_vectors, k, model.tag_bias)
+    scores = np.einsum("nd,nkd->nk", embeddings, model.tag_vectors[top]) + model.tag_bias[top]
+    names = np.asarray(model.tags, dtype=object)[top]
+    if any_word:
+        if model.words is None:
+            raise Im2vecError("this run has no word vectors (ROOT/wordvec/words.kv): --any-word needs a "
+                              "pretrained word-vector file (wordvec_source: pretrained or both)")
+        candidates = model.word_candidates()
+        word_vectors = np.asarray(model.words.vectors[candidates], dtype=np.float32)
+        word_top = metrics.top_k_tags(embeddings, word_vectors, k)
+        word_scores = np.einsum("nd,nkd->nk", embeddings, word_vectors[word_top])
+        keys = np.asarray(model.words.index_to_key, dtype=object)
+        scores = np.concatenate([scores, word_scores], axis=1)
+        names = np.concatenate([names, keys[candidates[word_top]]], axis=1)
+        order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+        scores, names = np.take_along_axis(scores, order, 1), np.take_along_axis(names, order, 1)
+    return [[(str(t), float(s)) for t, s in zip(row_names, row_scores)] for row_names, row_scores in zip(names, scores)]
+
+
+def normalize_text(text: str) -> str:
+    """A query as tags are normalized (pipeline.tags.normalize): NFKC, lower case, single spaces."""
+    from pipeline import tags
+
+    return tags.normalize(pa.array([text], pa.string()))[0].as_py() or ""
+
+
+def word_vector(model: Model, text: str) -> np.ndarray:
+    """The query vector for a word or words: float32[d].
+
+    The rule: the whole (normalized) text if it is a vocabulary tag (its trained row of the tag
+    table), else if words.kv has it as one key (``new york`` as ``new_york`` too); otherwise the
+    mean of its space-separated words' vectors, each looked up the same way (tag table first),
+    the rule the wordvec stage uses for multi-word tags.
+
+    Raises:
+        Im2vecError: the text is empty, or names the words that have no vector.
+    """
+    text = normalize_text(text)
+    if not text:
+        raise Im2vecError("the query is empty: give a word or several")
+
+    def lookup(phrase: str) -> np.ndarray | None:
+        tag_id = model.tag_id(phrase)
+        if tag_id is not None:
+            return model.tag_vectors[tag_id]
+        if model.words is not None:
+            for key in (phrase, phrase.replace(" ", "_")):
+                if key in model.words.key_to_index:
+                    return np.asarray(model.words[key], dtype=np.float32)
+        return None
+
+    whole = lookup(text)
+    if whole is not None:
+        return np.asarray(whole, dtype=np.float32)
+    words = [w for w in re.split(r"[\s,]+", text) if w]
+    vectors = [lookup(w) for w in words]
+    missing = [w for w, v in zip(words, vectors) if v is None]
+    if missing:
+        known = "the vocabulary" + (" or the word vectors" if model.words is not None else
+                                    " (this run has no word vectors: ROOT/wordvec/words.kv)")
+        raise Im2vecError(f"no vector for {', '.join(repr(w) for w in missing)}: not in {known}")
+    return np.mean(np.stack(vectors), axis=0).astype(np.float32)
+
+
+def search(model: Model, index: Index, text: str, k: int = 10) -> list[tuple[int, float]]:
+    """The k images whose embeddings are closest to the query: ``(photo_id, cosine)``, best first.
+
+    Args:
+        model, index: from :func:`load_model` and :func:`load_index`.
+        text: a word or words (:func:`word_vector`); k: how many images.
+    """
+    query = normalize_rows(word_vector(model, text)[None, :])[0]
+    scores = index.embeddings @ query
+    k = min(k, len(scores))
+    best = np.argpartition(-scores, k - 1)[:k] if 0 < k < len(scores) else np.arange(k)
+    best = best[np.argsort(-scores[best], kind="stable")]
+    return [(int(index.photo_ids[i]), float(scores[i])) for i in best]
+
+
+def photo_tags(root: str, photo_ids) -> dict[int, list[str]]:
+    """The photos' own tags, from ROOT/clean/ (the user's tags, normalized): {photo_id: [tag, ...]}.
+
+    Scans clean/ with a filter: fine for a page of results, not for millions of ids.
+    """
+    uri = storage.join(storage.to_uri(root), "clean")
+    asked = pa.array(np.asarray(list(photo_ids), dtype=np.int64))
+    if len(asked) == 0 or not storage.exists(uri):
+        return {}
+    fs, path = storage.filesystem(uri)
+    table = ds.dataset(path, filesystem=fs, format="parquet").to_table(
+        columns=["photo_id", "tags"], filter=pc.field("photo_id").isin(asked))
+    return {int(p): list(t or []) for p, t in zip(table.column("photo_id").to_pylist(), table.column("tags").to_pylist())}
+
+
+# --- the tag command: image files and photo ids ----------------------------------------------------
+
+def image_features(root: str, paths: list[str]) -> np.ndarray:
+    """CNN features of image files never seen before: float32[N, D], made exactly as the features stage makes them.
+
+    The CNN and preprocessing settings (cnn, cnn_weights, cnn_input_size, min_side) are the ones
+    recorded in ROOT/features/_manifest.json, and the features are rounded to float16 as
+    features/ stores them.
+
+    Raises:
+        Im2vecError: a file cannot be read or is not a usable image.
+    """
+    from pipeline import cnn, images
+
+    manifest = storage.read_manifest(storage.join(storage.to_uri(root), "features")) or {}
+    params = {"cnn": "mobilenet_v2", "cnn_weights": "", "cnn_input_size": 0, "min_side": images.MIN_SIDE,
+              **{k: v for k, v in manifest.get("parameters", {}).items()
+                 if k in ("cnn", "cnn_weights", "cnn_input_size", "min_side")}}
+    blobs = []
+    for path in paths:
+        try:
+            with open(path, "rb") as src:
+                blobs.append(src.read())
+        except OSError as err:
+            raise Im2vecError(f"cannot read {path}: {err.strerror}") from None
+    network, size, _ = cnn.feature_model(params)
+    pixels, reasons = images.preprocess_batch(blobs, size, int(params["min_side"]))
+    bad = [f"{path} ({reason})" for path, reason in zip(paths, reasons) if reason is not None]
+    if bad:
+        raise Im2vecError(f"not a usable image: {', '.join(bad)}")
+    features = np.asarray(network.predict_on_batch(pixels)) if len(pixels) else np.zeros((0, 0), np.float32)
+    return features.astype(np.float16).astype(np.float32)
+
+
+def tag_inputs(root: str, inputs: list[str], k: int = 5, any_word: bool = False
+               ) -> dict[str, list[tuple[str, float]]]:
+    """Rank tags for each input: an image file (a path that exists) or a photo id (digits) in features/.
+
+    Returns:
+        {input as given: [(tag, score), ...] k long, best first} (see :func:`rank_tags`), in input order.
+
+    Raises:
+        Im2vecError: an input is neither an image file nor a photo id with features, or no model yet.
+    """
+    root = storage.to_uri(root)
+    files = [text for text in inputs if os.path.isfile(text)]
+    ids = [text for text in inputs if text not in files]
+    bad = [text for text in ids if not text.isdigit()]
+    if bad:
+        raise Im2vecError(f"neither an image file nor a photo id: {', '.join(bad)}")
+    model = load_model(root)
+    features = {}
+    if files:
+        features.update(zip(files, image_features(root, files)))
+    if ids:
+        found, rows = read_features(root, [int(text) for text in ids])
+        by_id = dict(zip(found.tolist(), rows))
+        missing = [text for text in ids if int(text) not in by_id]
+        if missing:
+            raise Im2vecError(f"no features in {storage.join(root, 'features')} for photo id {', '.join(missing)}")
+        features.update((text, by_id[int(text)]) for text in ids)
+    names = list(dict.fromkeys(inputs))
+    ranked = rank_tags(model, embed(model, np.stack([features[name] for name in names])), k, any_word)
+    return dict(zip(names, ranked))

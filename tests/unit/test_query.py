@@ -1,0 +1,147 @@
+"""pipeline.query on a small run root made of real files: a Keras projection, a tag table, words.kv, features/."""
+import io
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from pipeline import Im2vecError, query, storage
+
+D, d = 12, 4
+TAGS = ["cat", "dog", "new york", "car"]
+WORDS = ["cat", "kitten", "dog", "puppy", "new_york", "red", ",", "1998"]
+
+
+def encode_features(features: np.ndarray) -> pa.Array:
+    """NdarrayCodec bytes, one np.save per row, as Petastorm writes them (independent of jobs.features)."""
+    rows = []
+    for row in np.asarray(features, np.float16):
+        buffer = io.BytesIO()
+        np.save(buffer, row)
+        rows.append(buffer.getvalue())
+    return pa.array(rows, pa.binary())
+
+
+@pytest.fixture(scope="module")
+def run_root(tmp_path_factory):
+    """A root with vocab/, model/ (linear g), wordvec/words.kv and features/ of 30 images."""
+    import keras
+    from gensim.models import KeyedVectors
+
+    base = tmp_path_factory.mktemp("query")
+    root = "file://" + str(base)
+    rng = np.random.default_rng(3)
+    vocab = pa.table({"tag_id": pa.array(range(len(TAGS)), pa.int32()), "tag": TAGS})
+    (base / "vocab").mkdir()
+    pq.write_table(vocab, base / "vocab" / "part-0.parquet")
+    storage.write_text(storage.join(root, "vocab", "_manifest.json"), "{}")
+    word_vectors = rng.normal(size=(len(WORDS), d)).astype(np.float32)
+    words = KeyedVectors(d)
+    words.add_vectors(WORDS, word_vectors)
+    (base / "wordvec").mkdir()
+    words.save(str(base / "wordvec" / "words.kv"))
+    # The tag table: trained rows differ from the pretrained vectors of the same words.
+    tag_vectors = rng.normal(size=(len(TAGS), d)).astype(np.float32)
+    (base / "model").mkdir()
+    np.save(base / "model" / "tag_vectors.npy", tag_vectors)
+    np.save(base / "model" / "tag_bias.npy", np.array([0.5, -0.5, 0.0, 0.0], np.float32))
+    projection = keras.Sequential([keras.Input((D,)), keras.layers.Dense(d)])
+    projection.save(str(base / "model" / "projection.keras"))
+    photo_id = np.arange(100, 130, dtype=np.int64)
+    features = rng.normal(size=(30, D)).astype(np.float16)
+    (base / "features").mkdir()
+    pq.write_table(pa.table({"photo_id": photo_id, "feature": encode_features(features)}),
+                   base / "features" / "part-0.parquet")
+    storage.write_text(storage.join(root, "features", "_manifest.json"), "{}")
+    return {"root": root, "photo_id": photo_id, "features": features.astype(np.float32),
+            "tag_vectors": tag_vectors, "word_vectors": dict(zip(WORDS, word_vectors))}
+
+
+@pytest.fixture(scope="module")
+def model(run_root):
+    return query.load_model(run_root["root"])
+
+
+def test_read_features_decodes_rows_in_the_order_asked(run_root):
+    ids, features = query.read_features(run_root["root"])
+    assert np.array_equal(ids, run_root["photo_id"]) and np.array_equal(features, run_root["features"])
+    ids, features = query.read_features(run_root["root"], [117, 999, 102, 117])
+    assert ids.tolist() == [117, 102]
+    assert np.array_equal(features, run_root["features"][[17, 2]])
+
+
+def test_embed_is_the_projection(run_root, model):
+    embeddings = query.embed(model, run_root["features"])
+    expected = np.asarray(model.projection(run_root["features"]))
+    assert embeddings.shape == (30, d) and np.allclose(embeddings, expected, atol=1e-6)
+
+
+def test_rank_tags_uses_the_trainers_scores(run_root, model):
+    from model import metrics
+
+    embeddings = query.embed(model, run_root["features"])
+    ranked = query.rank_tags(model, embeddings, k=3)
+    expected = metrics.top_k_tags(embeddings, model.tag_vectors, 3, model.tag_bias)
+    for row, ids, vector in zip(ranked, expected, embeddings):
+        assert [tag for tag, _ in row] == [TAGS[i] for i in ids]
+        assert np.allclose([s for _, s in row], model.tag_vectors[ids] @ vector + model.tag_bias[ids], atol=1e-5)
+
+
+def test_any_word_ranks_pretrained_words_outside_the_vocabulary(run_root, model):
+    # An image whose g(f) is the word "puppy" itself: puppy (not a tag, bias 0) must be among its tags.
+    puppy = run_root["word_vectors"]["puppy"] * 10
+    ranked = query.rank_tags(model, puppy[None, :], k=len(TAGS) + 3, any_word=True)[0]
+    names = [tag for tag, _ in ranked]
+    assert "puppy" in names
+    assert "," not in names and "1998" not in names      # not words
+    assert "new_york" not in names and names.count("cat") == 1   # vocabulary tags are scored once, as tags
+    assert [s for _, s in ranked] == sorted((s for _, s in ranked), reverse=True)
+    assert dict(ranked)["puppy"] == pytest.approx(float(puppy @ run_root["word_vectors"]["puppy"]), rel=1e-5)
+
+
+def test_word_vector_prefers_the_tag_table_then_words_then_the_mean(run_root, model):
+    assert np.array_equal(query.word_vector(model, " CAT "), run_root["tag_vectors"][0])
+    assert np.array_equal(query.word_vector(model, "kitten"), run_root["word_vectors"]["kitten"])
+    assert np.array_equal(query.word_vector(model, "New  York"), run_root["tag_vectors"][2])
+    assert np.allclose(query.word_vector(model, "red kitten"),
+                       (run_root["word_vectors"]["red"] + run_root["word_vectors"]["kitten"]) / 2)
+    assert np.allclose(query.word_vector(model, "red cat"), (run_root["word_vectors"]["red"] + run_root["tag_vectors"][0]) / 2)
+    with pytest.raises(Im2vecError, match="'zzyzx'.*'qqq'|'qqq'.*'zzyzx'") as err:
+        query.word_vector(model, "cat zzyzx qqq")
+    assert "'cat'" not in str(err.value)
+    with pytest.raises(Im2vecError, match="empty"):
+        query.word_vector(model, "   ")
+
+
+def test_search_returns_the_best_cosines_first(run_root, model):
+    embeddings = query.normalize_rows(query.embed(model, run_root["features"]))
+    assert np.allclose(np.linalg.norm(embeddings, axis=1), 1, atol=1e-5)
+    index = query.Index(run_root["photo_id"], embeddings)
+    results = query.search(model, index, "kitten", k=5)
+    q = run_root["word_vectors"]["kitten"] / np.linalg.norm(run_root["word_vectors"]["kitten"])
+    cosines = embeddings @ q
+    assert [p for p, _ in results] == run_root["photo_id"][np.argsort(-cosines)[:5]].tolist()
+    assert np.allclose([s for _, s in results], np.sort(cosines)[::-1][:5], atol=1e-5)
+    assert len(query.search(model, index, "dog", k=100)) == 30
+
+
+def test_missing_model_and_index_are_clear_errors(tmp_path, run_root):
+    with pytest.raises(Im2vecError, match="im2vec train"):
+        query.load_model("file://" + str(tmp_path))
+    with pytest.raises(Im2vecError, match="im2vec index"):
+        query.load_index(run_root["root"])
+
+
+def test_index_embeddings_round_trip_through_float16_bytes(tmp_path):
+    from jobs.index import encode_embeddings
+
+    embeddings = query.normalize_rows(np.random.default_rng(5).normal(size=(7, d)))
+    folder = tmp_path / "index"
+    folder.mkdir()
+    pq.write_table(pa.table({"photo_id": np.arange(7, dtype=np.int64), "embedding": encode_embeddings(embeddings)}),
+                   folder / "part-0.parquet")
+    storage.write_text("file://" + str(folder / "_manifest.json"), '{"dim": %d}' % d)
+    index = query.load_index("file://" + str(tmp_path))
+    assert index.photo_ids.tolist() == list(range(7))
+    assert np.allclose(index.embeddings, embeddings, atol=1e-3)
