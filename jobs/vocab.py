@@ -1,11 +1,18 @@
-"""vocab: clean/ -> vocab/ (the tag vocabulary) and tagged/ (each photo's vocabulary tag ids + split).
+"""vocab: clean/ -> vocab/ (the tag vocabulary), tagged/ (each photo's vocabulary tag ids + split)
+and zero_shot/ (tags held out of the vocabulary for the zero-shot evaluation).
 
-A tag enters the vocabulary when enough images AND enough distinct users carry it: one user
-putting the same tag on 50,000 bulk uploads is spam, not vocabulary. Ids are stable: by
+A tag is a candidate when enough images AND enough distinct users carry it: one user putting
+the same tag on 50,000 bulk uploads is spam, not vocabulary. ``zero_shot_fraction`` of the
+candidates, chosen by a hash of (seed, tag) and so spread over frequent and rare tags alike, are
+held out: they get no tag_id and never appear in tagged/, so sampling and training never see
+them; ROOT/zero_shot/ (tag, images, users) lists them for `im2vec evaluate`, which scores them
+through their word vectors only. The other candidates are the vocabulary. Ids are stable: by
 descending image count, ties by tag. The train/validation/test split is by user (a hash of
 user_id), because one user's uploads repeat the same tags and a split by photo would leak them.
 
     rows in (clean photos) = rows out (tagged photos) + untagged (no vocabulary tag left)
+
+A photo whose only candidate tags were held out is untagged.
 """
 from __future__ import annotations
 
@@ -15,12 +22,12 @@ import time
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from pyspark.sql import DataFrame, SparkSession, Window, functions as F
+from pyspark.sql import Column, DataFrame, SparkSession, Window, functions as F
 
 from pipeline import Im2vecError, config as configuration, storage
 
-PARAMETER_KEYS = ("min_images", "min_users", "max_size", "pos_alpha", "neg_power", "validation_fraction",
-                  "test_fraction", "seed", "partitions")
+PARAMETER_KEYS = ("min_images", "min_users", "max_size", "pos_alpha", "neg_power", "zero_shot_fraction",
+                  "validation_fraction", "test_fraction", "seed", "partitions")
 SPLIT_BUCKETS = 1 << 20
 
 
@@ -32,27 +39,43 @@ def tag_counts(clean: DataFrame) -> DataFrame:
 
 
 def select_vocab(counts: DataFrame, *, min_images: int, min_users: int, max_size: int,
-                 pos_alpha: float, neg_power: float) -> DataFrame:
-    """Keep frequent, multi-user tags and give them ids.
+                 pos_alpha: float, neg_power: float, zero_shot_fraction: float = 0.0,
+                 seed: int = 0) -> tuple[DataFrame, DataFrame]:
+    """Keep frequent, multi-user tags, hold some out for zero-shot evaluation, give the rest ids.
 
     Args:
         counts: (tag, images, users) from :func:`tag_counts`.
-        min_images / min_users: a tag needs at least this many of each.
-        max_size: at most this many tags, the most frequent.
+        min_images / min_users: a candidate tag needs at least this many of each.
+        max_size: at most this many candidates, the most frequent (ties by tag).
         pos_alpha: ``pos_weight = images ** -pos_alpha`` (positives favour rare tags).
         neg_power: ``neg_weight = images ** neg_power`` (word2vec's unigram^0.75 noise).
+        zero_shot_fraction: about this fraction of the candidates is held out (:func:`held_out`).
+        seed: picks which ones.
 
     Returns:
-        (tag_id int, tag, images, users, neg_weight, pos_weight), tag_id 0.. by descending
-        images, ties by tag.
+        ``(vocab, zero_shot)``: vocab is (tag_id int, tag, images, users, neg_weight, pos_weight),
+        tag_id 0.. by descending images, ties by tag; zero_shot is the held-out (tag, images, users).
     """
     order = Window.orderBy(F.desc("images"), F.asc("tag"))
-    return (counts.where((F.col("images") >= min_images) & (F.col("users") >= min_users))
-            .orderBy(F.desc("images"), F.asc("tag")).limit(max_size)
-            .withColumn("tag_id", (F.row_number().over(order) - 1).cast("int"))
-            .select("tag_id", "tag", "images", "users",
-                    F.pow(F.col("images").cast("double"), F.lit(neg_power)).alias("neg_weight"),
-                    F.pow(F.col("images").cast("double"), F.lit(-pos_alpha)).alias("pos_weight")))
+    candidates = (counts.where((F.col("images") >= min_images) & (F.col("users") >= min_users))
+                  .orderBy(F.desc("images"), F.asc("tag")).limit(max_size)
+                  .withColumn("held_out", held_out(F.col("tag"), seed=seed, fraction=zero_shot_fraction)))
+    vocab = (candidates.where(~F.col("held_out"))
+             .withColumn("tag_id", (F.row_number().over(order) - 1).cast("int"))
+             .select("tag_id", "tag", "images", "users",
+                     F.pow(F.col("images").cast("double"), F.lit(neg_power)).alias("neg_weight"),
+                     F.pow(F.col("images").cast("double"), F.lit(-pos_alpha)).alias("pos_weight")))
+    return vocab, candidates.where(F.col("held_out")).select("tag", "images", "users")
+
+
+def held_out(tag: Column, *, seed: int, fraction: float) -> Column:
+    """True for about ``fraction`` of tags: a hash of (seed, tag), the same on every run and cluster.
+
+    A hash, not frequency rank, so the held-out tags span frequent and rare ones; salted so it
+    is independent of the by-user split, which hashes the same seed.
+    """
+    bucket = F.pmod(F.xxhash64(F.lit(int(seed)), F.lit("zero_shot"), tag), F.lit(SPLIT_BUCKETS)) / SPLIT_BUCKETS
+    return bucket < F.lit(float(fraction))
 
 
 def with_split(df: DataFrame, *, seed: int, validation_fraction: float, test_fraction: float) -> DataFrame:
@@ -105,25 +128,38 @@ def tag_photos(clean: DataFrame, vocab_tags: list[str]) -> DataFrame:
 
 
 def run(spark: SparkSession, config: dict, root: str) -> dict:
-    """Build ``ROOT/vocab/`` and ``ROOT/tagged/`` from ``ROOT/clean/``; returns the manifest."""
+    """Build ``ROOT/vocab/``, ``ROOT/tagged/`` and ``ROOT/zero_shot/`` from ``ROOT/clean/``; returns the manifest.
+
+    The manifest (in vocab/) counts ``vocab_size`` and ``zero_shot_tags`` (held out) besides the rows.
+    """
     started = time.time()
     clean_uri = storage.join(root, "clean")
     if storage.read_manifest(clean_uri) is None:
         raise Im2vecError(f"{clean_uri} is missing or incomplete: run `im2vec clean` first")
     final_vocab, final_tagged = storage.join(root, "vocab"), storage.join(root, "tagged")
+    final_zero_shot = storage.join(root, "zero_shot")
+    fraction = float(config["zero_shot_fraction"])
+    if not 0.0 <= fraction < 1.0:
+        raise Im2vecError(f"zero_shot_fraction must be in [0, 1), got {fraction}")
     storage.delete(storage.join(final_vocab, storage.MANIFEST))
     clean = spark.read.parquet(clean_uri)
 
     counts = tag_counts(clean).cache()
-    vocab = select_vocab(counts, min_images=int(config["min_images"]), min_users=int(config["min_users"]),
-                         max_size=int(config["max_size"]), pos_alpha=float(config["pos_alpha"]),
-                         neg_power=float(config["neg_power"]))
+    vocab, zero_shot = select_vocab(
+        counts, min_images=int(config["min_images"]), min_users=int(config["min_users"]),
+        max_size=int(config["max_size"]), pos_alpha=float(config["pos_alpha"]), neg_power=float(config["neg_power"]),
+        zero_shot_fraction=fraction, seed=int(config["seed"]))
+    # Beside vocab/, not in it: every reader of vocab/ reads the folder as one Parquet dataset.
+    staged_zero_shot = storage.staging_uri(final_zero_shot)
+    zero_shot.coalesce(1).write.parquet(staged_zero_shot)
+    zero_shot_tags = spark.read.parquet(staged_zero_shot).count()
     staged_vocab = storage.staging_uri(final_vocab)
     vocab.coalesce(1).write.parquet(staged_vocab)
     vocab = spark.read.parquet(staged_vocab)
     vocab_tags = [r.tag for r in vocab.orderBy("tag_id").select("tag").collect()]
     if not vocab_tags:
         storage.delete(staged_vocab)
+        storage.delete(staged_zero_shot)
         raise Im2vecError(f"no tag is on >= {config['min_images']} images by >= {config['min_users']} users: "
                           f"the vocabulary would be empty (lower min_images / min_users)")
 
@@ -140,11 +176,12 @@ def run(spark: SparkSession, config: dict, root: str) -> dict:
     splits = {r.split: r["count"] for r in tagged.groupBy("split").count().collect()}
     rows_out = sum(splits.values())
     storage.replace(staged_tagged, final_tagged)
+    storage.replace(staged_zero_shot, final_zero_shot)
     storage.replace(staged_vocab, final_vocab)
     return storage.write_manifest(
         final_vocab, "vocab", rows_in=rows_in, rows_out=rows_out, rows_rejected=0,
-        untagged=rows_in - rows_out, vocab_size=len(vocab_tags),
-        distinct_tags=counts.count(), splits=splits, tagged=final_tagged,
+        untagged=rows_in - rows_out, vocab_size=len(vocab_tags), zero_shot_tags=zero_shot_tags,
+        distinct_tags=counts.count(), splits=splits, tagged=final_tagged, zero_shot=final_zero_shot,
         parameters={k: config[k] for k in PARAMETER_KEYS}, inputs=[clean_uri], started=started)
 
 

@@ -1,8 +1,5 @@
-"""index, tag and search on a real trained run: the openclipart demo run (data/demo, made by `make demo`).
-
-The index stage runs on local Spark into a fresh root whose inputs (clean/ vocab/ tagged/ wordvec/
-features/ model/) are links to the demo run's, which is never written. Queries go through the
-real `im2vec` command. Relevance is measured against the corpus's own tags: the precision of the
+"""index, tag and search on a real trained run: the shared openclipart run of conftest.py, trained and
+indexed by the real stages. Queries go through the real `im2vec` command. Relevance is measured against the corpus's own tags: the precision of the
 top results for a tag against that tag's base rate among the indexed images.
 """
 import json
@@ -16,29 +13,19 @@ import pyarrow.dataset as ds
 import pytest
 
 from pipeline import cli, query, storage
+from tests.integration.conftest import needs_openclipart
 
-DEMO = Path(__file__).resolve().parents[2] / "data" / "demo"
 DARKNET = sorted(Path("/usr/share/darknet/data").glob("*.jpg"))[:3]
 TOP = 20          # results judged per query
 FREQUENT = 10     # the most frequent tags are queried
 
-pytestmark = pytest.mark.skipif(not (DEMO / "model" / "_manifest.json").is_file()
-                                or not (DEMO / "features" / "_manifest.json").is_file(),
-                                reason="needs the trained demo run in data/demo: run `make demo`")
+pytestmark = [pytest.mark.slow, needs_openclipart]
 
 
 @pytest.fixture(scope="module")
-def indexed(spark, tmp_path_factory):
-    """A root linking to the demo run's inputs, with index/ written by the index stage."""
-    from jobs import index
-    from pipeline import config as configuration
-
-    base = tmp_path_factory.mktemp("search")
-    for name in ("clean", "vocab", "tagged", "wordvec", "features", "model"):
-        (base / name).symlink_to(DEMO / name)
-    root = "file://" + str(base)
-    manifest = index.run(spark, configuration.load(overrides=["master=local[2]"]), root)
-    return root, manifest
+def indexed(trained):
+    """The trained run's root and its index manifest."""
+    return trained["root"], storage.read_manifest(storage.join(trained["root"], "index"))
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +33,7 @@ def corpus(indexed):
     """The model, the index, and {tag: set of indexed photo ids carrying it} from tagged/."""
     root, _ = indexed
     model, index = query.load_model(root), query.load_index(root)
-    tagged = ds.dataset(str(DEMO / "tagged"), format="parquet").to_table(columns=["photo_id", "tag_ids"])
+    tagged = ds.dataset(storage.filesystem(storage.join(root, "tagged"))[1], format="parquet").to_table(columns=["photo_id", "tag_ids"])
     indexed_ids = set(index.photo_ids.tolist())
     carrying: dict[str, set] = {}
     for photo_id, tag_ids in zip(tagged.column("photo_id").to_pylist(), tagged.column("tag_ids").to_pylist()):

@@ -1,9 +1,5 @@
-"""The trainer on a small real dataset: 1,500 openclipart images through clean, vocab, wordvec, features
-and sample on local Spark, then training as `im2vec train` runs it (about 5 minutes in all).
-
-The split seed is chosen, not the default: with seed 13, one user's icon theme (tagged with the
-corpus's most frequent tags) is 80% of the validation images, which the popularity baseline then
-guesses right; with seed 24, validation holds ~200 images of ~75 users, none over 15%.
+"""The trainer on a small real dataset: the shared openclipart run of conftest.py (1,500 images through
+clean, vocab, wordvec, features and sample on local Spark), trained as `im2vec train` runs it.
 """
 import json
 import os
@@ -23,74 +19,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from model import data, train
-from pipeline import config as configuration, openclipart, storage
-
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(not Path(openclipart.CORPUS_ROOT, "png").is_dir(),
-                                                   reason="apt-get install openclipart-svg openclipart-png")]
-
-IMAGES = 1500
-EPOCHS = 6
-SETTINGS = {"master": "local[2]", "spark.ui.enabled": "false", "seed": 24, "validation_fraction": 0.25,
-            "test_fraction": 0.05, "wordvec_workers": 1, "row_group_mb": 1, "partitions": 2, "batch_size": 64,
-            "checkpoint_steps": 1000, "train_poll_seconds": 0.2}
+from pipeline import config as configuration, storage
+from tests.integration.conftest import EPOCHS, SETTINGS, make_config, needs_openclipart
 
 
-def make_config(**overrides) -> dict:
-    return configuration.load(overrides=[f"{k}={v}" for k, v in {**SETTINGS, **overrides}.items()])
-
-
-@pytest.fixture(scope="module")
-def prepared(spark, tmp_path_factory):
-    """A run root with clean/ vocab/ tagged/ wordvec/ features/ and epochs 1..EPOCHS, made by the real stages."""
-    from jobs import clean, sample, vocab, wordvec
-
-    base = tmp_path_factory.mktemp("train")
-    demo = base / "demo"
-    openclipart.write_demo_data(str(demo), limit=IMAGES)
-    root = "file://" + str(base / "root")
-    config = make_config(images=f"file://{demo}/images/{{photo_id}}.png")
-    clean.run(spark, config, root, inputs=[str(demo / "metadata.tsv")])
-    vocab.run(spark, config, root)
-    wordvec.run(spark, config, root)
-    try:
-        from jobs import features
-        features.run(spark, config, root)
-    except Exception as err:  # the features stage is young: fall back to the same layout, made here
-        print(f"jobs.features failed ({err!r}); extracting features directly", file=sys.stderr)
-        storage.delete(storage.join(root, "features"))
-        write_features_directly(spark, root, demo / "images")
-    sample.run(spark, config, root, epochs=(1, EPOCHS))
-    return base / "root"
-
-
-def write_features_directly(spark, root: str, images: Path) -> None:
-    """features/ as the features stage writes it (Petastorm, float16[D] NdarrayCodec), with pipeline.cnn."""
-    from petastorm.codecs import NdarrayCodec, ScalarCodec
-    from petastorm.etl.dataset_metadata import materialize_dataset
-    from petastorm.unischema import Unischema, UnischemaField, dict_to_spark_row
-    from pyspark.sql.types import LongType
-
-    from pipeline import cnn, images as image_io
-
-    photo_ids = ds.dataset(storage.filesystem(storage.join(root, "clean"))[1]).to_table(
-        columns=["photo_id"]).column(0).to_pylist()
-    model = cnn.load_mobilenet_v2()
-    kept, features = [], []
-    for start in range(0, len(photo_ids), 64):
-        chunk = photo_ids[start:start + 64]
-        pixels, reasons = image_io.preprocess_batch([(images / f"{p}.png").read_bytes() for p in chunk])
-        kept += [p for p, reason in zip(chunk, reasons) if reason is None]
-        features.append(np.asarray(model.predict_on_batch(pixels), dtype=np.float16))
-    feature = np.concatenate(features)
-    uri = storage.join(root, "features")
-    schema = Unischema("Features", [UnischemaField("photo_id", np.int64, (), ScalarCodec(LongType()), False),
-                                    UnischemaField("feature", np.float16, (feature.shape[1],), NdarrayCodec(), False)])
-    with materialize_dataset(spark, uri, schema, row_group_size_mb=32):
-        rows = [dict_to_spark_row(schema, {"photo_id": int(p), "feature": f}) for p, f in zip(kept, feature)]
-        spark.createDataFrame(rows, schema.as_spark_schema()).coalesce(2).write.parquet(uri)
-    storage.write_manifest(uri, "features", rows_in=len(photo_ids), rows_out=len(kept),
-                           rows_rejected=len(photo_ids) - len(kept), parameters={}, inputs=[], started=time.time(),
-                           feature_dim=int(feature.shape[1]))
+pytestmark = [pytest.mark.slow, needs_openclipart]
 
 
 @pytest.fixture
@@ -113,27 +46,19 @@ def tag_vectors_of(root: str) -> np.ndarray:
     return data.read_tag_vectors(root, data.read_vocab(root).num_rows)
 
 
-@pytest.fixture(scope="module")
-def trained(prepared, tmp_path_factory):
-    """One frozen-table run of 4 epochs, then the same root trained on to EPOCHS (a resumed run)."""
-    root = "file://" + str(tmp_path_factory.mktemp("trained") / "root")
-    shutil.copytree(prepared, root[len("file://"):])
-    first = train.run(make_config(epochs=4), root)
-    after_first = progress(root)
-    second = train.run(make_config(epochs=EPOCHS), root)
-    return {"root": root, "first": first, "after_first": after_first, "second": second}
-
-
 def test_training_lowers_the_loss_and_beats_popularity(trained):
     root, manifest = trained["root"], trained["second"]
     history = progress(root)["history"]
     assert [h["epoch"] for h in history] == list(range(1, EPOCHS + 1))
     assert history[-1]["train_loss"] < 0.5 * history[0]["train_loss"]
-    assert min(h["val_loss"] for h in history[1:]) < history[0]["val_loss"]
-    best = max(h["val_p_at_5"] for h in history)
-    assert manifest["popularity_p_at_5"] > 0
-    assert best > 1.5 * manifest["popularity_p_at_5"], history
-    assert manifest["val_r_at_5"] > manifest["popularity_r_at_5"]
+    # (Not the validation loss: with the ranking loss it drifts up on unseen users while the
+    # ranking itself, measured below, improves; see model/train.py.)
+    # Per-tag F1 (the tagging literature's measure, which the default tag_bias_strength targets):
+    # always guessing the 5 most frequent tags recalls 5 tags at most; the model must spread out.
+    assert 0 < manifest["popularity_f1"] < 0.5 * max(h["val_f1"] for h in history), history
+    assert manifest["val_f1"] > 3 * manifest["popularity_f1"], history
+    # Per-image: the model's 5 tags must still find more of an image's tags than the baseline's.
+    assert manifest["val_r_at_5"] > manifest["popularity_r_at_5"], history
 
 
 def test_outputs_map_features_to_tag_space(trained):
@@ -155,15 +80,23 @@ def test_outputs_map_features_to_tag_space(trained):
     assert manifest["rows_in"] == manifest["rows_out"] == sum(
         storage.read_manifest(data.epoch_uri(root, e))["rows_out"] for e in (5, 6))
     current = progress(root)
-    assert {"epoch", "step", "val_loss", "val_p_at_5", "val_r_at_5"} <= set(current)
+    assert {"epoch", "step", "val_loss", "val_p_at_5", "val_r_at_5", "val_f1"} <= set(current)
     assert current["epoch"] == EPOCHS
 
 
-def test_a_frozen_table_is_the_wordvec_table(trained):
-    root = trained["root"]
-    saved = np.load(Path(storage.filesystem(root)[1]) / "model" / "tag_vectors.npy")
-    assert np.array_equal(saved, tag_vectors_of(root))
-    assert trained["second"]["tag_cosine_to_initial"] == pytest.approx(1.0)
+def test_the_default_joint_training_moves_the_table_a_little(trained):
+    assert configuration.load()["tag_learning_rate"] > 0
+    saved = np.load(Path(storage.filesystem(trained["root"])[1]) / "model" / "tag_vectors.npy")
+    assert not np.array_equal(saved, tag_vectors_of(trained["root"]))
+    assert 0.8 < trained["second"]["tag_cosine_to_initial"] < 1.0
+
+
+def test_a_frozen_table_is_the_wordvec_table_and_still_learns(run_root):
+    manifest = train.run(make_config(epochs=3, tag_learning_rate=0), run_root)
+    saved = np.load(Path(storage.filesystem(run_root)[1]) / "model" / "tag_vectors.npy")
+    assert np.array_equal(saved, tag_vectors_of(run_root))
+    assert manifest["tag_cosine_to_initial"] == pytest.approx(1.0)
+    assert manifest["val_f1"] > 2 * manifest["popularity_f1"], progress(run_root)["history"]
 
 
 def test_a_second_run_resumes_where_the_first_stopped(trained):

@@ -109,3 +109,34 @@ def test_synthetic_layouts_give_the_same_clean_rows(spark, tmp_path):
         tables.append(read(root, "clean").sort_by("photo_id").drop(["hash"]))
     assert tables[0].num_rows > 5000
     assert tables[0].equals(tables[1])
+
+
+def test_zero_shot_tags_are_held_out_of_the_vocabulary_and_of_tagged(spark, synth_root):
+    vocab.run(spark, cfg("zero_shot_fraction=0"), synth_root)
+    candidates = read(synth_root, "vocab").to_pandas().set_index("tag")
+    assert read(synth_root, "zero_shot").num_rows == 0
+    manifest = vocab.run(spark, cfg("zero_shot_fraction=0.2"), synth_root)
+    kept = read(synth_root, "vocab").sort_by("tag_id").to_pandas()
+    held = read(synth_root, "zero_shot").to_pandas()
+    assert held.columns.tolist() == ["tag", "images", "users"]
+    # Every candidate is either in the vocabulary or held out, never both, with its own counts.
+    assert set(kept["tag"]).isdisjoint(held["tag"])
+    assert sorted([*kept["tag"], *held["tag"]]) == sorted(candidates.index)
+    assert (held.set_index("tag")[["images", "users"]] == candidates.loc[held["tag"], ["images", "users"]]).all().all()
+    assert manifest["zero_shot_tags"] == len(held) and manifest["vocab_size"] == len(kept)
+    assert abs(len(held) / len(candidates) - 0.2) < 0.05
+    # Chosen by hash, not by rank: held-out tags come from the frequent and the rare half alike.
+    rank = candidates["images"].rank(ascending=False, method="first")
+    held_ranks = rank.loc[held["tag"]]
+    assert (held_ranks <= len(candidates) / 2).mean() > 0.3 and (held_ranks > len(candidates) / 2).mean() > 0.3
+    # Ids run 0..V-1 over the kept tags; no photo's tag_ids name a held-out tag.
+    assert kept["tag_id"].tolist() == list(range(len(kept)))
+    tagged = read(synth_root, "tagged").to_pandas()
+    seen = {kept["tag"][i] for ids in tagged["tag_ids"] for i in ids}
+    assert seen.isdisjoint(held["tag"]) and len(seen) > 0.9 * len(kept)
+    assert manifest["rows_in"] == manifest["rows_out"] + manifest["untagged"]
+    # The same tags on a re-run.
+    vocab.run(spark, cfg("zero_shot_fraction=0.2", "partitions=3"), synth_root)
+    assert sorted(read(synth_root, "zero_shot")["tag"].to_pylist()) == sorted(held["tag"])
+    with pytest.raises(Im2vecError, match="zero_shot_fraction"):
+        vocab.run(spark, cfg("zero_shot_fraction=1"), synth_root)

@@ -113,17 +113,38 @@ def test_a_training_step_updates_the_projection_and_only_the_batchs_rows(tag_lea
         assert np.array_equal(after, initial)
 
 
-def test_tag_bias_undoes_the_sampling_weights():
+def test_tag_bias_undoes_the_share_of_the_sampling_weights_it_is_told():
     rng = np.random.default_rng(2)
     images = rng.integers(1, 10_000, 200).astype(np.float64)
     neg_weight, pos_weight = images ** 0.75, images ** -0.5
     odds = rng.normal(size=200)
     # What the loss converges to: log odds + log pos_weight - log neg_weight (+ a constant).
     scores = odds + np.log(pos_weight) - np.log(neg_weight) + 3.0
-    bias = tag_bias(neg_weight, pos_weight)
-    assert bias.dtype == np.float32 and abs(float(bias.mean())) < 1e-4
-    assert np.array_equal(np.argsort(-(scores + bias)), np.argsort(-odds))
+    full = tag_bias(neg_weight, pos_weight, strength=1.0)
+    assert full.dtype == np.float32 and abs(float(full.mean())) < 1e-4
+    assert np.array_equal(np.argsort(-(scores + full)), np.argsort(-odds))
     assert not np.array_equal(np.argsort(-scores)[:10], np.argsort(-odds)[:10])
+    # a share of it: scores + bias = log odds - (1 - strength) * log(neg_weight / pos_weight) + const
+    half = tag_bias(neg_weight, pos_weight, strength=0.5)
+    np.testing.assert_allclose(half, 0.5 * full, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(tag_bias(neg_weight, pos_weight, strength=0.0), np.zeros(200, np.float32))
+    assert np.array_equal(tag_bias(neg_weight, pos_weight), half)   # the default strength
+
+
+def test_the_projection_sees_unit_length_features():
+    projection = build_projection(12, 3, [8])
+    features = np.random.default_rng(5).normal(size=(4, 12)).astype(np.float32)
+    np.testing.assert_allclose(projection(features).numpy(), projection(7.5 * features).numpy(), rtol=1e-5, atol=1e-6)
+    assert np.all(np.isfinite(projection(np.zeros((2, 12), np.float32)).numpy()))
+
+
+def test_parameters_refuse_a_tag_bias_strength_outside_0_to_1():
+    from pipeline import Im2vecError, config as configuration
+
+    config = configuration.load()
+    assert train.parameters(config)["tag_bias_strength"] == 0.5
+    with pytest.raises(Im2vecError, match="tag_bias_strength"):
+        train.parameters({**config, "tag_bias_strength": 1.5})
 
 
 def test_top_k_tags_matches_a_full_sort(monkeypatch):
