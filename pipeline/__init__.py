@@ -9,6 +9,10 @@ __version__ = "0.1.0"
 
 warnings.filterwarnings("ignore", category=FutureWarning, module=r"petastorm(\.|$)")
 warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"petastorm(\.|$)")
+# The same, for Spark's Python workers that run only Petastorm's functions (its row-group index
+# job) and so never import this package; pipeline.spark hands it to them as PYTHONWARNINGS, whose
+# module field is an exact name: fs_utils is where Petastorm 0.13.1 touches pyarrow.localfs.
+PETASTORM_WARNINGS = "ignore::FutureWarning:petastorm.fs_utils,ignore::DeprecationWarning:petastorm.fs_utils"
 
 
 class Im2vecError(Exception):

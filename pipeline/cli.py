@@ -25,6 +25,8 @@ from pipeline import Im2vecError, config as configuration, storage
 
 # Spark stages in pipeline order; `im2vec run` runs every one of them.
 STAGES = ["clean", "vocab", "wordvec", "features", "sample"]
+# ... and after training, `index`; every one of these can go through spark-submit (--submit).
+SPARK_STAGES = STAGES + ["index"]
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -168,8 +170,9 @@ def cmd_train(args) -> int:
     from model import train
 
     m = train.run(_load_config(args), storage.to_uri(args.root))
-    print(f"[im2vec] train: epoch {m['epoch']}, step {m['step']}, P@5 {m.get('val_p_at_5')} "
-          f"(popularity {m['popularity_p_at_5']:.4f}) -> {m.get('output', m.get('model_dir'))}")
+    print(f"[im2vec] train: epoch {m['epoch']}, step {m['step']}; validation per-tag F1@5 {_number(m.get('val_f1'))} "
+          f"(popularity {_number(m.get('popularity_f1'))}), P@5 {_number(m.get('val_p_at_5'))} "
+          f"(popularity {_number(m.get('popularity_p_at_5'))}) -> {m.get('output', m.get('model_dir'))}")
     return 0
 
 
@@ -192,14 +195,24 @@ def cmd_schedule(args) -> int:
 
 def cmd_run(args) -> int:
     config = _load_config(args)
+    root = storage.to_uri(args.root)
     for name in STAGES:
         if name == "features" and not config.get("images"):
             print("[im2vec] features: SKIPPED: no image source; pass --set images=TEMPLATE "
-                  "(sample then runs without a feature column)", file=sys.stderr)
+                  "(sample then runs without a feature column, and there is nothing to train on)", file=sys.stderr)
             continue
         _run_stage(name, args, config)
+    if storage.read_manifest(storage.join(root, "features")) is not None:
+        # The stages above were made anew, so an earlier model (its checkpoints included) is stale.
+        if storage.exists(storage.join(root, "model")):
+            print(f"[im2vec] train: starting over: deleting the earlier model {storage.join(root, 'model')}",
+                  file=sys.stderr)
+            storage.delete(storage.join(root, "model"))
+        cmd_train(args)
+        _run_stage("index", args, config)
+        cmd_evaluate(args)
     print()
-    print(status_text(storage.to_uri(args.root)))
+    print(status_text(root))
     return 0
 
 
@@ -387,8 +400,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     handler = HANDLERS.get(args.command, cmd_stage)
     if getattr(args, "submit", None):
-        if args.command not in STAGES:
-            print(f"im2vec {args.command}: error: --submit runs one Spark stage ({', '.join(STAGES)})", file=sys.stderr)
+        if args.command not in SPARK_STAGES:
+            print(f"im2vec {args.command}: error: --submit runs one Spark stage ({', '.join(SPARK_STAGES)})",
+                  file=sys.stderr)
             return 2
         from pipeline import submit
 

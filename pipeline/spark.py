@@ -8,7 +8,7 @@ from typing import Mapping
 
 from pyspark.sql import SparkSession
 
-from pipeline import Im2vecError, config as configuration
+from pipeline import PETASTORM_WARNINGS, Im2vecError, config as configuration
 
 DISCOVERY_SCRIPT = Path(__file__).resolve().parents[1] / "deploy" / "gpu" / "get_gpus_resources.sh"
 # Set on every session unless the launcher says otherwise: toPandas / createDataFrame via Arrow.
@@ -33,7 +33,10 @@ def session(config: dict, app_name: str) -> SparkSession:
     """
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
-    builder = SparkSession.builder.appName(app_name)
+    # Local workers inherit the driver's environment, executors get spark.executorEnv.
+    if PETASTORM_WARNINGS not in os.environ.get("PYTHONWARNINGS", ""):
+        os.environ["PYTHONWARNINGS"] = ",".join(filter(None, [os.environ.get("PYTHONWARNINGS"), PETASTORM_WARNINGS]))
+    builder = SparkSession.builder.appName(app_name).config("spark.executorEnv.PYTHONWARNINGS", PETASTORM_WARNINGS)
     launcher = launcher_properties()
     if not _under_spark_submit():
         builder = builder.master(str(config.get("master") or "local[*]"))
