@@ -29,6 +29,7 @@ from pyspark.sql.utils import AnalysisException
 from pipeline import Im2vecError, config as configuration, spark as spark_session, storage, tags as tagging, yfcc
 
 DETECT_LINES = 50
+DETECT_BYTES = 1 << 20       # at most this much of a file's head is read to detect its layout
 CHUNK_LINES = 50_000        # lines per parse call: big enough for vectorized kernels, small in memory
 NEWLINE = ord("\n")
 # Spark's text reader splits these (bz2 at block boundaries); tasks read the other files themselves.
@@ -79,9 +80,24 @@ def input_files(spark: SparkSession, inputs: list[str]) -> list[str]:
 
 
 def detect_layouts(spark: SparkSession, files: list[str]) -> dict[str, int]:
-    """{file URI: 23 or 25}, from each file's first lines; a file of neither layout fails the job."""
-    return {f: yfcc.detect_layout([r.value for r in spark.read.text(f).limit(DETECT_LINES).collect()], f)
-            for f in files}
+    """{file URI: 23 or 25}, from each file's first lines; a file of neither layout fails the job.
+
+    The driver reads an uncompressed file's head itself; a compressed one takes a small Spark job.
+    """
+    return {f: yfcc.detect_layout(_head_lines(spark, f), f) for f in files}
+
+
+def _head_lines(spark: SparkSession, uri: str) -> list[str]:
+    if uri.endswith(COMPRESSED):
+        return [r.value for r in spark.read.text(uri).limit(DETECT_LINES).collect()]
+    fs, path = storage.filesystem(uri)
+    with fs.open_input_file(path) as f:
+        head = f.read(DETECT_BYTES)
+        complete = len(head) < DETECT_BYTES
+    lines = head.decode("utf-8", "replace").split("\n")
+    if not complete:
+        lines = lines[:-1]   # cut off mid-line
+    return [line.rstrip("\r") for line in lines[:DETECT_LINES]]
 
 
 class Chunk(NamedTuple):

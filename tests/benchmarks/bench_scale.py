@@ -1,6 +1,6 @@
 """Benchmark: the clean stage on a local standalone cluster with 1 worker, then 2 (one core each).
 
-    .venv/bin/python tests/benchmarks/bench_scale.py [--rows 1000000] [--repeats 2]
+    .venv/bin/python tests/benchmarks/bench_scale.py [--rows 2000000] [--repeats 2]
 
 Starts a real master and one worker on 127.0.0.1 (tests/cluster.py), submits the clean stage
 with spark-submit as `im2vec clean --submit standalone` does, adds a second worker and submits
@@ -38,7 +38,7 @@ def clean_seconds(cluster, metadata: str, root: str, log: Path) -> float:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--rows", type=int, default=2_000_000)
     parser.add_argument("--repeats", type=int, default=2, help="runs per worker count; the best counts")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder (logs, outputs)")
     args = parser.parse_args()
