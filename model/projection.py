@@ -18,7 +18,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-LOSSES = ("negative_sampling", "ranking")
+LOSSES = ("negative_sampling", "ranking", "softmax")
 
 
 def build_projection(feature_dim: int, tag_dim: int, hidden_sizes: Sequence[int] = (1024,)) -> keras.Model:
@@ -75,9 +75,24 @@ def ranking_loss(pos_scores: tf.Tensor, neg_scores: tf.Tensor) -> tf.Tensor:
     return tf.reduce_mean(tf.reduce_sum(tf.nn.softplus(margins), axis=2), axis=1)
 
 
+def softmax_loss(pos_scores: tf.Tensor, neg_scores: tf.Tensor) -> tf.Tensor:
+    """Sampled softmax loss per image: float32[B].
+
+    ``-log(exp(v_pos·g) / (exp(v_pos·g) + Σ_k exp(v_neg_k·g)))`` = ``log(1 + Σ_k exp(v_neg_k·g -
+    v_pos·g))``, averaged over the P positives. Arguments as for :func:`negative_sampling_loss`.
+    Like :func:`ranking_loss` it only sees score differences, but the negatives share one
+    normalizer: a positive's gradient is at most 1 (split among its negatives by their softmax
+    weight, the highest-scoring getting most) where the ranking loss gives up to K, one sigmoid per
+    negative. On the demo it kept zero-shot words better (model/train.py).
+    """
+    margins = neg_scores[:, None, :] - pos_scores[:, :, None]     # [B, P, K]
+    # softplus(logsumexp(m)) = log(1 + Σ exp(m)), stable for large |m|.
+    return tf.reduce_mean(tf.nn.softplus(tf.reduce_logsumexp(margins, axis=2)), axis=1)
+
+
 def loss_function(name: str):
     """The per-image loss called ``name`` (one of :data:`LOSSES`)."""
-    return {"negative_sampling": negative_sampling_loss, "ranking": ranking_loss}[name]
+    return {"negative_sampling": negative_sampling_loss, "ranking": ranking_loss, "softmax": softmax_loss}[name]
 
 
 def tag_bias(neg_weight: np.ndarray, pos_weight: np.ndarray, strength: float = 0.5) -> np.ndarray:

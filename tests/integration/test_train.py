@@ -51,7 +51,7 @@ def test_training_lowers_the_loss_and_beats_popularity(trained):
     history = progress(root)["history"]
     assert [h["epoch"] for h in history] == list(range(1, EPOCHS + 1))
     assert history[-1]["train_loss"] < 0.5 * history[0]["train_loss"]
-    # (Not the validation loss: with the ranking loss it drifts up on unseen users while the
+    # (Not the validation loss: with the ranking/softmax loss it drifts up on unseen users while the
     # ranking itself, measured below, improves; see model/train.py.)
     # Per-tag F1 (the tagging literature's measure, which the default tag_bias_strength targets):
     # always guessing the 5 most frequent tags recalls 5 tags at most; the model must spread out.

@@ -5,7 +5,7 @@ import tensorflow as tf
 
 from model import metrics, train
 from model.projection import (TagTable, build_projection, merge_rows, negative_sampling_loss, ranking_loss,
-                              scores, tag_bias)
+                              scores, softmax_loss, tag_bias)
 
 
 def sigmoid(x):
@@ -33,10 +33,20 @@ def test_ranking_loss_is_fast0tags(vectors):
     np.testing.assert_allclose(ranking_loss(scores(g, pos), scores(g, neg)).numpy(), expected, rtol=1e-5)
 
 
+def test_softmax_loss_is_cross_entropy_of_each_positive_against_the_negatives(vectors):
+    g, pos, neg = vectors
+    expected = []
+    for i in range(len(g)):
+        neg_scores = neg[i] @ g[i]
+        expected.append(np.mean([-np.log(np.exp(p @ g[i]) / (np.exp(p @ g[i]) + np.exp(neg_scores).sum()))
+                                 for p in pos[i]]))
+    np.testing.assert_allclose(softmax_loss(scores(g, pos), scores(g, neg)).numpy(), expected, rtol=1e-5)
+
+
 def test_losses_stay_finite_for_large_scores():
     g = np.full((1, 4), 100.0, np.float32)
     pos, neg = -np.ones((1, 2, 4), np.float32), np.ones((1, 3, 4), np.float32)
-    for loss in (negative_sampling_loss, ranking_loss):
+    for loss in (negative_sampling_loss, ranking_loss, softmax_loss):
         value = loss(scores(g, pos), scores(g, neg)).numpy()
         assert np.all(np.isfinite(value)) and value[0] > 100
 
@@ -85,8 +95,9 @@ def test_lookup_and_merge_rows():
     assert dict(zip(merged_ids.numpy().tolist(), merged.numpy()[:, 0].tolist())) == {4: 4.0, 1: 2.0}
 
 
-@pytest.mark.parametrize("tag_learning_rate", [0.0, 0.1])
-def test_a_training_step_updates_the_projection_and_only_the_batchs_rows(tag_learning_rate):
+@pytest.mark.parametrize("tag_learning_rate, loss", [(0.0, "negative_sampling"), (0.1, "negative_sampling"),
+                                                     (0.1, "softmax")])
+def test_a_training_step_updates_the_projection_and_only_the_batchs_rows(tag_learning_rate, loss):
     import keras
 
     rng = np.random.default_rng(1)
@@ -95,7 +106,7 @@ def test_a_training_step_updates_the_projection_and_only_the_batchs_rows(tag_lea
     projection = build_projection(16, 8, [])
     optimizer = keras.optimizers.Adam(0.01)
     table = TagTable(initial, tag_learning_rate)
-    step = train.make_train_step(strategy, projection, optimizer, table, "negative_sampling")
+    step = train.make_train_step(strategy, projection, optimizer, table, loss)
     batch = {"feature": rng.normal(size=(32, 16)).astype(np.float16),
              "pos_ids": rng.integers(0, 50, (32, 2)).astype(np.int32),
              "neg_ids": rng.integers(50, 100, (32, 5)).astype(np.int32)}
