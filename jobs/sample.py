@@ -201,7 +201,8 @@ def write_partition(batches, *, folder: str, tables: Broadcast, seed: int, epoch
     def flush():
         nonlocal writer, pending, rows
         if writer is None:
-            writer = pq.ParquetWriter(f"{path}/{name}", pending[0].schema, filesystem=fs)
+            writer = pq.ParquetWriter(f"{path}/{name}", pending[0].schema, filesystem=fs,
+                                      compression=column_compression(pending[0].schema))
         table = pa.Table.from_batches(pending)
         writer.write_table(table, row_group_size=row_group_rows)
         rows += table.num_rows
@@ -217,6 +218,13 @@ def write_partition(batches, *, folder: str, tables: Broadcast, seed: int, epoch
         writer.close()
     yield pa.RecordBatch.from_arrays([pa.array([name if writer else None], pa.string()), pa.array([rows], pa.int64())],
                                      names=["file", "rows"])
+
+
+def column_compression(schema: pa.Schema) -> dict[str, str]:
+    """{Parquet column path: codec}: snappy, except CNN features, which it shrinks by under 1%
+    (measured on the demo) while costing the sample stage and every trainer read time."""
+    return {field.name + (".list.element" if pa.types.is_list(field.type) else ""):
+            "none" if field.name == "feature" else "snappy" for field in schema}
 
 
 def write_epoch(spark: SparkSession, config: dict, root: str, inputs: Inputs, epoch: int) -> dict:

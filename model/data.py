@@ -175,16 +175,21 @@ def shuffled_batches(row_groups, batch_size: int, shuffle_buffer: int = 0, seed:
         seed: seeds the permutations.
 
     Yields:
-        Column tuples of ``batch_size`` rows (views of the mixed arrays: no copy per batch).
+        Column tuples of ``batch_size`` rows.
     """
     rng = np.random.default_rng(seed)
     pool = None
     for group in row_groups:
         pool = group if pool is None else tuple(np.concatenate([held, new]) for held, new in zip(pool, group))
-        if shuffle_buffer > 0:
-            order = rng.permutation(len(pool[0]))
-            pool = tuple(column[order] for column in pool)
         ready = max(0, len(pool[0]) - shuffle_buffer) // batch_size * batch_size
+        if shuffle_buffer > 0:
+            # Gather each batch (and the rows held back) through one permutation rather than
+            # permuting the whole pool first: a row is copied once less, and features are large.
+            order = rng.permutation(len(pool[0]))
+            for start in range(0, ready, batch_size):
+                yield tuple(column[order[start:start + batch_size]] for column in pool)
+            pool = tuple(column[order[ready:]] for column in pool)
+            continue
         for start in range(0, ready, batch_size):
             yield tuple(column[start:start + batch_size] for column in pool)
         pool = tuple(column[ready:] for column in pool)

@@ -42,6 +42,7 @@ import pyarrow as pa  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from jobs import sample  # noqa: E402
 from model import data, train  # noqa: E402
 from model.projection import TagTable, build_projection  # noqa: E402
 
@@ -71,7 +72,8 @@ def synthetic_epoch(folder: Path, rows: int, seed: int = 0) -> dict:
             "neg_ids": pa.ListArray.from_arrays(pa.array(np.arange(n + 1, dtype=np.int32) * K),
                                                 pa.array(ids[index, P:].ravel())),
         })
-        pq.write_table(table, folder / f"part-{part:05d}.parquet", row_group_size=row_group)
+        pq.write_table(table, folder / f"part-{part:05d}.parquet", row_group_size=row_group,
+                       compression=sample.column_compression(table.schema))
     return {"feature": feature, "pos_ids": ids[:, :P].copy(), "neg_ids": ids[:, P:].copy()}
 
 
