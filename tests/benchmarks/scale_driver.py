@@ -1,0 +1,18 @@
+"""spark-submit app of bench_scale.py: the clean stage twice in one application, warm-up then measured.
+
+    scale_driver.py ROOT INPUT WARM_INPUT [--set key=value]...
+
+The first run, on a small input, starts every executor's Python workers and loads their modules,
+as the first tasks of any long job do; the second prints its manifest's seconds (``SECONDS n``).
+"""
+import sys
+
+from jobs import clean
+from pipeline import config as configuration
+from pipeline.spark import session
+
+root, metadata, warm = sys.argv[1:4]
+config = configuration.load(overrides=[a for a in sys.argv[4:] if a != "--set"])
+spark = session(config, "im2vec bench_scale")
+clean.run(spark, config, root + "-warm", [warm])
+print("SECONDS", clean.run(spark, config, root, [metadata])["seconds"], flush=True)
