@@ -36,12 +36,14 @@ def session(config: dict, app_name: str) -> SparkSession:
     # Local workers inherit the driver's environment, executors get spark.executorEnv.
     if PETASTORM_WARNINGS not in os.environ.get("PYTHONWARNINGS", ""):
         os.environ["PYTHONWARNINGS"] = ",".join(filter(None, [os.environ.get("PYTHONWARNINGS"), PETASTORM_WARNINGS]))
-    builder = SparkSession.builder.appName(app_name).config("spark.executorEnv.PYTHONWARNINGS", PETASTORM_WARNINGS)
+    builder = SparkSession.builder.config("spark.executorEnv.PYTHONWARNINGS", PETASTORM_WARNINGS)
     launcher = launcher_properties()
     if not _under_spark_submit():
         builder = builder.master(str(config.get("master") or "local[*]"))
     for key, value in properties(config, launcher).items():
         builder = builder.config(key, value)
+    # Last: spark-submit names every application after its script ("clean.py").
+    builder = builder.appName(app_name)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel(os.environ.get("IM2VEC_SPARK_LOG_LEVEL", "WARN"))
     return spark

@@ -56,8 +56,9 @@ def wait_for(condition, timeout: float, what: str) -> None:
 
 
 def finished_parts(root: str) -> int:
-    """Part files the clean stage's tasks wrote so far (each appears when its task ends)."""
-    return len(list(Path(root.removeprefix("file://")).glob("_staging-clean-*/clean/part-*.parquet")))
+    """Files the clean stage's task attempts wrote so far (a small task's appears as it ends; the
+    driver renames them part-* only once every task is done)."""
+    return len(list(Path(root.removeprefix("file://")).glob("_staging-clean-*/clean/_attempt-*.parquet")))
 
 
 def status_state(root: str, stage: str) -> str:
