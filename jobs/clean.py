@@ -20,7 +20,6 @@ from urllib.parse import urlparse
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from py4j.protocol import Py4JJavaError
 from pyspark.sql import DataFrame, SparkSession, functions as F
@@ -113,14 +112,14 @@ def clean_chunks(chunks: Iterator[Chunk], *, layouts: dict[str, int], staging_cl
                  lines_per_block: dict) -> Iterator[pa.RecordBatch]:
     """The task body shared by both readers: parse chunks, write clean rows, yield rejects + stats.
 
-    Clean rows go to one Parquet file per task attempt, named ``_attempt-...`` so that no reader
-    takes it for data until the driver commits it; ``lines_per_block`` ({(file, split start):
+    Clean rows go to one Parquet file per task attempt (:func:`pipeline.storage.attempt_file`),
+    which no reader takes for data until the driver commits it; ``lines_per_block`` ({(file, split start):
     lines}) is filled by the chunk producer and reported in the stats row.
     """
     from pyspark import TaskContext
 
     ctx = TaskContext.get()
-    name = f"_attempt-{ctx.partitionId():05d}-{ctx.taskAttemptId()}.parquet"
+    name = storage.attempt_file(ctx.partitionId(), ctx.taskAttemptId())
     fs, folder = storage.filesystem(staging_clean)
     writer, pending, pending_rows = None, [], 0
     stats = {"rows_read": 0, "rows_kept": 0, "videos": 0, "reasons": {}, "dropped_tags": {}}
@@ -379,7 +378,7 @@ def run(spark: SparkSession, config: dict, root: str, inputs: list[str]) -> dict
         offsets = line_offsets([b for s in stats for b in s["blocks"]])
         with_line_numbers(tasks.where("kind = 'reject'"), offsets).sortWithinPartitions("source_file", "line_number") \
             .write.mode("overwrite").parquet(staging_rejects)
-        _commit_parts(staging_clean, [f for s in stats for f in s["files"]])
+        storage.commit_attempt_files(staging_clean, [f for s in stats for f in s["files"]], yfcc.CLEAN_SCHEMA)
         storage.delete(task_output)
 
         totals = _sum_stats(stats)
@@ -401,19 +400,6 @@ def run(spark: SparkSession, config: dict, root: str, inputs: list[str]) -> dict
                     "rejects_and_commit": round(time.time() - parse_finished, 3)})
     finally:
         storage.delete(staging)
-
-
-def _commit_parts(folder: str, committed: list[str]) -> None:
-    """Keep only the files of successful task attempts, renamed part-NNNNN.parquet."""
-    fs, path = storage.filesystem(folder)
-    keep = set(committed)
-    for info in fs.get_file_info(pafs.FileSelector(path)):
-        if info.base_name not in keep:
-            fs.delete_file(info.path)   # a failed or speculative attempt's file
-    for name in committed:
-        fs.move(f"{path}/{name}", f"{path}/part-{name[len('_attempt-'):].rsplit('-', 1)[0]}.parquet")
-    if not committed:  # readers need a file to learn the schema from, even with no rows
-        pq.write_table(yfcc.CLEAN_SCHEMA.empty_table(), f"{path}/part-00000.parquet", filesystem=fs)
 
 
 def _sum_stats(stats: list[dict]) -> dict:

@@ -29,7 +29,6 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from pyspark.broadcast import Broadcast
 from pyspark.sql import DataFrame, SparkSession
@@ -193,7 +192,7 @@ def write_partition(batches, *, folder: str, tables: Broadcast, seed: int, epoch
     from pyspark import TaskContext
 
     ctx = TaskContext.get()
-    name = f"part-{ctx.partitionId():05d}-{ctx.taskAttemptId()}.parquet"
+    name = storage.attempt_file(ctx.partitionId(), ctx.taskAttemptId())
     fs, path = storage.filesystem(folder)
     drawn_from = tables.value
     writer, pending, rows = None, [], 0
@@ -242,8 +241,8 @@ def write_epoch(spark: SparkSession, config: dict, root: str, inputs: Inputs, ep
     try:
         written = (shuffled(inputs.images, seed=params["seed"], epoch=epoch, partitions=params["partitions"])
                    .mapInArrow(body, "file string, rows long").collect())
-        _commit_parts(staged, sorted(w.file for w in written if w.file),
-                      sampling.output_schema(inputs.feature_dim is not None))
+        storage.commit_attempt_files(staged, sorted(w.file for w in written if w.file),
+                                     sampling.output_schema(inputs.feature_dim is not None))
         storage.replace(staged, final)
     finally:
         storage.delete(staged)
@@ -258,18 +257,6 @@ def write_epoch(spark: SparkSession, config: dict, root: str, inputs: Inputs, ep
         parameters=params, inputs=inputs.uris, started=started, epoch=epoch, seed=params["seed"],
         positives=params["positives"], negatives=params["negatives"], feature_dim=inputs.feature_dim,
         rejected=rejected, files=len([w for w in written if w.file]))
-
-
-def _commit_parts(folder: str, committed: list[str], schema: pa.Schema) -> None:
-    """Keep the part files of the collected task attempts, renamed part-NNNNN.parquet (partition order)."""
-    fs, path = storage.filesystem(folder)
-    for info in fs.get_file_info(pafs.FileSelector(path)):
-        if info.base_name not in committed:
-            fs.delete_file(info.path)  # a failed or speculative attempt's file
-    for name in committed:
-        fs.move(f"{path}/{name}", f"{path}/{name.rsplit('-', 1)[0]}.parquet")
-    if not committed:  # readers learn the schema from a file, even with no rows
-        pq.write_table(schema.empty_table(), f"{path}/part-00000.parquet", filesystem=fs)
 
 
 def run(spark: SparkSession, config: dict, root: str, epochs: tuple[int, int] | None = None) -> dict:

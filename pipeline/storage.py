@@ -118,6 +118,39 @@ def replace(staged_uri: str, final_uri: str) -> None:
         fs.delete_dir(staged)
 
 
+def attempt_file(partition: int, attempt: int) -> str:
+    """The name a task attempt writes its Parquet output under, inside a staging folder.
+
+    The leading underscore hides it from Spark and pyarrow readers until
+    :func:`commit_attempt_files` renames it, so a zombie attempt can never leave a file that
+    passes for data.
+    """
+    return f"_attempt-{partition:05d}-{attempt}.parquet"
+
+
+def commit_attempt_files(folder_uri: str, committed: list[str], schema) -> None:
+    """Keep the files of the task attempts the driver collected, renamed ``part-NNNNN.parquet``.
+
+    Args:
+        folder_uri: the staging folder the attempts wrote into (:func:`attempt_file` names).
+        committed: the names the successful attempts reported; every other file there (a failed
+            or speculative attempt's) is deleted.
+        schema: a pyarrow schema; with nothing committed an empty ``part-00000.parquet`` of it is
+            written, because readers learn the schema from a file.
+    """
+    import pyarrow.parquet as pq
+
+    fs, path = filesystem(folder_uri)
+    keep = set(committed)
+    for info in fs.get_file_info(pafs.FileSelector(path)):
+        if info.base_name not in keep:
+            fs.delete_file(info.path)
+    for name in committed:
+        fs.move(f"{path}/{name}", f"{path}/part-{name[len('_attempt-'):].rsplit('-', 1)[0]}.parquet")
+    if not committed:
+        pq.write_table(schema.empty_table(), f"{path}/part-00000.parquet", filesystem=fs)
+
+
 def read_manifest(stage_uri: str) -> dict | None:
     """The manifest of a stage folder, or None when the stage is missing or incomplete."""
     try:
