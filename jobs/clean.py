@@ -1,10 +1,11 @@
 """clean: raw YFCC metadata (plain or .bz2, 23- or 25-column layout) -> clean/ and rejects/clean/.
 
-Spark reads the text (splitting large and bz2 files), Python tasks parse whole Arrow batches
-with pyarrow and numpy (pipeline.yfcc.parse_lines) and write the clean rows straight to
-Parquet with pyarrow: handing 100M parsed rows back to the JVM only to write them again would
-cost more than the parse. What returns to Spark is small: the rejected rows and one stats row
-per task, which the driver turns into rejects/clean/ and the manifest.
+One Spark job: a task per input split reads its lines (Spark's text reader only for compressed
+files), parses whole batches of them (pipeline.yfcc.parse_lines) and writes the clean rows and
+its rejects straight to Parquet with pyarrow: handing 100M parsed rows back to the JVM only to
+write them again would cost more than the parse. What returns to Spark is one stats row per
+task; from those the driver numbers the rejects' lines (rejects/clean/), commits the tasks'
+files and writes the manifest.
 
     rows read = rows kept (clean/) + rows rejected (rejects/clean/) + videos
 """
@@ -22,7 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from py4j.protocol import Py4JJavaError
-from pyspark.sql import DataFrame, SparkSession, functions as F
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.utils import AnalysisException
 
 from pipeline import Im2vecError, config as configuration, spark as spark_session, storage, tags as tagging, yfcc
@@ -52,8 +53,12 @@ TASK_OUTPUT = pa.schema([
     ("raw", pa.string()),
     ("stats", pa.string()),           # JSON, stats rows only
 ])
-TASK_OUTPUT_DDL = ("kind string, source_file string, block_start long, row_in_block long, "
-                   "reason string, raw string, stats string")
+# A task's reject rows as it writes them (lines numbered within their input split) ...
+SPLIT_REJECTS = pa.schema([f for f in TASK_OUTPUT if f.name in ("source_file", "block_start", "row_in_block",
+                                                                   "reason", "raw")])
+# ... and rejects/clean/ as the driver rewrites them.
+REJECTS = pa.schema([("source_file", pa.string()), ("line_number", pa.int64()), ("reason", pa.string()),
+                     ("raw", pa.string())])
 
 
 def file_uri(path: str) -> str:
@@ -260,18 +265,48 @@ def _running_index(codes: np.ndarray, blocks: np.ndarray, files: list[str], seen
     return index
 
 
-def _clean_text(batches, **task_options):
+def _clean_text(batches, staging_split_rejects: str, **task_options):
     """mapInArrow body over Spark's text reader (compressed files)."""
     seen: dict = {}
-    return clean_chunks(text_chunks(batches, seen), lines_per_block=seen, **task_options)
+    return _stats_only(clean_chunks(text_chunks(batches, seen), lines_per_block=seen, **task_options),
+                       staging_split_rejects)
 
 
-def _clean_splits(batches, splits: list[tuple[str, int, int]], **task_options):
+def _clean_splits(batches, splits: list[tuple[str, int, int]], staging_split_rejects: str, **task_options):
     """mapInArrow body over input splits read by the task itself (uncompressed files): batches
     of ``id``, an index into ``splits``."""
     seen: dict = {}
     ids = (int(i) for batch in batches for i in batch.column("id").to_pylist())
-    return clean_chunks(split_chunks((splits[i] for i in ids), seen), lines_per_block=seen, **task_options)
+    return _stats_only(clean_chunks(split_chunks((splits[i] for i in ids), seen), lines_per_block=seen,
+                                    **task_options), staging_split_rejects)
+
+
+def _stats_only(outputs: Iterator[pa.RecordBatch], folder_uri: str) -> Iterator[pa.RecordBatch]:
+    """Write a task's reject rows (TASK_OUTPUT, kind "reject") to its own attempt file in
+    ``folder_uri`` and hand Spark only the stats row, which names that file (``rejects_files``).
+
+    The rejects still number their lines within their input split; the driver, once every task
+    has counted its splits' lines, rewrites them with line numbers (:func:`write_rejects`).
+    """
+    from pyspark import TaskContext
+
+    ctx = TaskContext.get()
+    name = storage.attempt_file(ctx.partitionId(), ctx.taskAttemptId())
+    fs, folder = storage.filesystem(folder_uri)
+    writer = None
+    for batch in outputs:
+        kinds = batch.column(0)
+        if kinds[0].as_py() == "stats":
+            stats = json.loads(batch.column("stats")[0].as_py())
+            stats["rejects_files"] = [name] if writer is not None else []
+            if writer is not None:
+                writer.close()
+            yield pa.RecordBatch.from_arrays([pa.array([json.dumps(stats)])], ["stats"])
+            continue
+        if writer is None:
+            writer = pq.ParquetWriter(f"{folder}/{name}", SPLIT_REJECTS, filesystem=fs, compression="zstd")
+        writer.write_batch(pa.RecordBatch.from_arrays([batch.column(n) for n in SPLIT_REJECTS.names],
+                                                      schema=SPLIT_REJECTS))
 
 
 def plan_splits(files: list[str], split_bytes: int) -> list[tuple[str, int, int]]:
@@ -305,15 +340,38 @@ def line_offsets(blocks: list[list]) -> dict[tuple[str, int], int]:
     return offsets
 
 
-def with_line_numbers(rejects: DataFrame, offsets: dict[tuple[str, int], int]) -> DataFrame:
-    """Rejects with ``line_number`` (1-based, in the source file) instead of split-relative indexes."""
-    spark = rejects.sparkSession
-    table = spark.createDataFrame([(f, b, o) for (f, b), o in offsets.items()] or [("", 0, 0)],
-                                  "source_file string, block_start long, lines_before long")
-    return (rejects.join(F.broadcast(table), ["source_file", "block_start"], "left")
-            .select("source_file",
-                    (F.coalesce("lines_before", F.lit(0)) + F.col("row_in_block") + 1).alias("line_number"),
-                    "reason", "raw"))
+def with_line_numbers(rejects: pa.Table, offsets: dict[tuple[str, int], int]) -> pa.Table:
+    """Split-relative rejects (:data:`SPLIT_REJECTS`) -> :data:`REJECTS` rows, whose
+    ``line_number`` counts from 1 in the source file.
+
+    Args:
+        rejects: one task's rejects: source_file, block_start, row_in_block, reason, raw.
+        offsets: {(file, split start): lines before that split}, from :func:`line_offsets`.
+    """
+    files = pc.dictionary_encode(rejects.column("source_file").combine_chunks())
+    names = files.dictionary.to_pylist()
+    splits, split_of_row = np.unique(
+        np.stack([files.indices.to_numpy(zero_copy_only=False).astype(np.int64),
+                  rejects.column("block_start").to_numpy()]), axis=1, return_inverse=True)
+    before = np.array([offsets.get((names[f], int(b)), 0) for f, b in splits.T], dtype=np.int64)
+    line_number = before[split_of_row.ravel()] + rejects.column("row_in_block").to_numpy() + 1
+    return pa.table([rejects.column("source_file"), pa.array(line_number), rejects.column("reason"),
+                     rejects.column("raw")], schema=REJECTS)
+
+
+def write_rejects(split_rejects: str, files: list[str], offsets: dict[tuple[str, int], int], out: str) -> None:
+    """Rewrite the tasks' committed reject files (``files`` in ``split_rejects``) into ``out`` with
+    line numbers: one ``part-NNNNN.parquet`` per task file, in task order (so by file and line),
+    or one empty file when nothing was rejected. Rejects are few next to the clean rows, and
+    this runs on the driver one file at a time, without a Spark job.
+    """
+    fs, folder = storage.filesystem(split_rejects)
+    out_fs, out_folder = storage.filesystem(out)
+    out_fs.create_dir(out_folder, recursive=True)
+    for index, name in enumerate(sorted(files) or [None]):
+        table = (with_line_numbers(pq.read_table(f"{folder}/{name}", filesystem=fs), offsets) if name
+                 else REJECTS.empty_table())
+        pq.write_table(table, f"{out_folder}/part-{index:05d}.parquet", filesystem=out_fs, compression="zstd")
 
 
 def tag_options(config: dict) -> dict:
@@ -352,34 +410,34 @@ def run(spark: SparkSession, config: dict, root: str, inputs: list[str]) -> dict
           + (" ..." if len(files) > 5 else ""), file=sys.stderr)
 
     staging = storage.staging_uri(final_clean)
-    staging_clean, staging_rejects, task_output = (storage.join(staging, d) for d in ("clean", "rejects", "tasks"))
-    fs, path = storage.filesystem(staging_clean)
-    fs.create_dir(path, recursive=True)
+    staging_clean, staging_rejects, split_rejects = (storage.join(staging, d)
+                                                     for d in ("clean", "rejects", "split_rejects"))
+    for folder in (staging_clean, split_rejects):
+        fs, path = storage.filesystem(folder)
+        fs.create_dir(path, recursive=True)
     options = tag_options(config)
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(CHUNK_LINES))
     try:
-        task_options = dict(layouts=layouts, staging_clean=staging_clean, options=options)
+        task_options = dict(layouts=layouts, staging_clean=staging_clean, options=options,
+                            staging_split_rejects=split_rejects)
         compressed = [f for f in files if f.endswith(COMPRESSED)]
         splits = plan_splits(files, int(spark.conf.get("spark.sql.files.maxPartitionBytes", str(128 << 20)).rstrip("b")))
         outputs = []
         if compressed:
             lines = spark.read.text(compressed).select("value", "_metadata.file_path", "_metadata.file_block_start")
-            outputs.append(lines.mapInArrow(partial(_clean_text, **task_options), TASK_OUTPUT_DDL))
+            outputs.append(lines.mapInArrow(partial(_clean_text, **task_options), "stats string"))
         if splits:
             # One task per split: the task's row of spark.range names its split, so no Python
             # pass is needed to turn the split list into a DataFrame.
             outputs.append(spark.range(0, len(splits), 1, len(splits)).mapInArrow(
-                partial(_clean_splits, splits=splits, **task_options), TASK_OUTPUT_DDL))
+                partial(_clean_splits, splits=splits, **task_options), "stats string"))
         parse_started = time.time()
-        reduce(DataFrame.unionByName, outputs).write.mode("overwrite").parquet(task_output)
+        # The one Spark job: tasks write clean rows and rejects to files; one stats row each comes back.
+        stats = [json.loads(row.stats) for row in reduce(DataFrame.unionByName, outputs).collect()]
         parse_finished = time.time()
-        tasks = spark.read.parquet(task_output)
-        stats = [json.loads(r.stats) for r in tasks.where("kind = 'stats'").select("stats").collect()]
         offsets = line_offsets([b for s in stats for b in s["blocks"]])
-        with_line_numbers(tasks.where("kind = 'reject'"), offsets).sortWithinPartitions("source_file", "line_number") \
-            .write.mode("overwrite").parquet(staging_rejects)
+        write_rejects(split_rejects, [f for s in stats for f in s["rejects_files"]], offsets, staging_rejects)
         storage.commit_attempt_files(staging_clean, [f for s in stats for f in s["files"]], yfcc.CLEAN_SCHEMA)
-        storage.delete(task_output)
 
         totals = _sum_stats(stats)
         rows_rejected = sum(totals["reasons"].values())

@@ -32,6 +32,7 @@ from pipeline import Im2vecError, sampling, storage
 from pipeline.storage import epoch_uri  # noqa: F401  (the sample stage's layout; data.epoch_uri for callers)
 
 COLUMNS = ("feature", "pos_ids", "neg_ids")
+BATCHES_PER_CALL = 16   # batches per call into the Python generator of epoch_dataset
 
 
 def wait_for_epoch(root: str, epoch: int, poll_seconds: float, log: Callable[[str], None] = print,
@@ -67,7 +68,7 @@ def wait_for_epoch(root: str, epoch: int, poll_seconds: float, log: Callable[[st
 
 
 def read_row_groups(uri: str, *, seed: int | None = None, cur_shard: int | None = None,
-                    shard_count: int | None = None, workers: int = 2):
+                    shard_count: int | None = None, workers: int = 1):
     """Yield an epoch's row groups with Petastorm, as ``(feature_bytes, pos_ids, neg_ids)`` numpy arrays.
 
     Args:
@@ -199,7 +200,7 @@ def shuffled_batches(row_groups, batch_size: int, shuffle_buffer: int = 0, seed:
 
 def epoch_dataset(uri: str, *, feature_dim: int, positives: int, negatives: int, batch_size: int,
                   shuffle_buffer: int = 8192, seed: int | None = None, cur_shard: int | None = None,
-                  shard_count: int | None = None, workers: int = 2) -> tf.data.Dataset:
+                  shard_count: int | None = None, workers: int = 1) -> tf.data.Dataset:
     """One pass over an epoch folder as a ``tf.data.Dataset`` of training batches.
 
     Args:
@@ -216,16 +217,20 @@ def epoch_dataset(uri: str, *, feature_dim: int, positives: int, negatives: int,
     signature = (tf.TensorSpec([None, 2 * feature_dim], tf.uint8), tf.TensorSpec([None, positives], tf.int32),
                  tf.TensorSpec([None, negatives], tf.int32))
 
-    def batches():
+    def runs():
         groups = read_row_groups(uri, seed=seed, cur_shard=cur_shard, shard_count=shard_count, workers=workers)
-        return shuffled_batches(groups, batch_size, shuffle_buffer, seed)
+        return shuffled_batches(groups, batch_size * BATCHES_PER_CALL, shuffle_buffer, seed)
 
-    def to_batch(feature_bytes, pos_ids, neg_ids):
-        return {"feature": bytes_to_float16(feature_bytes, feature_dim), "pos_ids": pos_ids, "neg_ids": neg_ids}
+    def to_batches(feature_bytes, pos_ids, neg_ids):
+        starts = tf.data.Dataset.range(0, tf.cast(tf.shape(pos_ids)[0], tf.int64), batch_size)
+        return starts.map(lambda s: {"feature": bytes_to_float16(feature_bytes[s:s + batch_size], feature_dim),
+                                     "pos_ids": pos_ids[s:s + batch_size], "neg_ids": neg_ids[s:s + batch_size]})
 
-    # Batches are cut in numpy, so tf.data sees one element per batch: its per-element cost and
-    # its copies (rebatch, shuffle, unbatch) would each cost more than the model's step.
-    return tf.data.Dataset.from_generator(batches, output_signature=signature).map(to_batch).prefetch(
+    # Rows are shuffled and cut in numpy, so tf.data never handles single rows: per-row elements
+    # (rebatch, shuffle, unbatch) would each cost more than the model's step. The generator hands
+    # over BATCHES_PER_CALL batches at once, and the graph slices them without the GIL: each call
+    # into Python holds the GIL the training loop needs to dispatch its next step.
+    return tf.data.Dataset.from_generator(runs, output_signature=signature).flat_map(to_batches).prefetch(
         tf.data.AUTOTUNE)
 
 

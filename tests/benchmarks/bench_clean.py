@@ -78,6 +78,7 @@ def main() -> int:
         print(f"im2vec clean stage : {rate_clean:12,.0f} rows/s  ({seconds_clean:.2f}s; "
               f"{manifest['rows_out']:,} kept, {manifest['rows_rejected']:,} rejected, {manifest['videos']:,} videos)")
         print(f"ratio clean / pyarrow parse: {ratio:.2f}  (target >= 0.35)")
+        print(f"clean phases (s): {manifest['phases']}")
         print(f"CPU seconds: pyarrow {cpu_pa:.2f}, clean {cpu_clean:.2f} (driver, JVM and Python workers); "
               f"CPU-time ratio {cpu_pa / cpu_clean:.2f} (what the wall-clock ratio would be on an idle machine)")
         per_core = rate_clean / args.cores

@@ -3,7 +3,7 @@
     scale_driver.py ROOT INPUT WARM_INPUT [--set key=value]...
 
 The first run, on a small input, starts every executor's Python workers and loads their modules,
-as the first tasks of any long job do; the second prints its manifest's seconds (``SECONDS n``).
+as the first tasks of any long job do; the second prints its manifest's seconds and phases (``SECONDS n PHASES {...}``).
 """
 import sys
 
@@ -15,4 +15,5 @@ root, metadata, warm = sys.argv[1:4]
 config = configuration.load(overrides=[a for a in sys.argv[4:] if a != "--set"])
 spark = session(config, "im2vec bench_scale")
 clean.run(spark, config, root + "-warm", [warm])
-print("SECONDS", clean.run(spark, config, root, [metadata])["seconds"], flush=True)
+manifest = clean.run(spark, config, root, [metadata])
+print("SECONDS", manifest["seconds"], "PHASES", manifest["phases"], flush=True)
