@@ -1,10 +1,11 @@
 """Tag normalization and noise filtering on Arrow arrays (vectorized; no per-tag Python).
 
 A raw YFCC tag list is ``"2015,Canon,New+York,caf%C3%A9,my%2Cmemories,upcoming%3Aevent%3D42"``:
-split on the raw comma first (a comma inside a tag arrives encoded as ``%2C``), then decode
-each tag, then normalize: Unicode NFKC, lower case, whitespace collapsed to one space and
-trimmed, empties and duplicates dropped (first occurrence kept, order kept). Tags of the form
-``namespace:predicate=value`` are machine tags and go to their own column.
+it is split on the raw comma first (a comma inside a tag arrives encoded as ``%2C``), then each
+tag is decoded (both by :func:`pipeline.yfcc_scan.extract`), then normalized here: Unicode
+NFKC, lower case, whitespace collapsed to one space and trimmed, empties and duplicates dropped
+(first occurrence kept, order kept). Tags of the form ``namespace:predicate=value`` are machine
+tags and go to their own column.
 
 Noise rules (each can be turned off in config):
 
@@ -22,7 +23,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.urlcodec import url_decode
+from pipeline.yfcc_scan import first_tags
 
 MACHINE_TAG = r"^[a-z_][a-z0-9_]*:[a-z0-9_]+=."
 NUMERIC_TAG = r"^[0-9]+([.,:/ -][0-9]+)*$"
@@ -71,12 +72,15 @@ def normalize(tags: pa.Array) -> pa.Array:
     return pc.utf8_trim_whitespace(tags)
 
 
-def split_tag_lists(raw: pa.Array, *, drop_numeric: bool = True, drop_camera: bool = True,
-                    stop: frozenset[str] | None = None) -> dict:
-    """Turn raw comma-separated, URL-encoded tag fields into clean tag lists.
+def tag_lists(values: pa.StringArray, parents: np.ndarray, n: int, *, drop_numeric: bool = True,
+              drop_camera: bool = True, stop: frozenset[str] | None = None) -> dict:
+    """Turn the decoded tags of n photos into clean tag lists.
 
     Args:
-        raw: string[n], one raw ``user_tags`` (or ``machine_tags``) field per photo.
+        values: string[t], every decoded tag of every photo (:func:`pipeline.yfcc_scan.extract`
+            splits raw ``user_tags`` / ``machine_tags`` fields into them), in field order.
+        parents: int[t], the photo (0..n-1, ascending) each tag belongs to.
+        n: number of photos.
         drop_numeric / drop_camera: apply those noise rules.
         stop: tags to drop (the stoplist); None or empty keeps all.
 
@@ -84,28 +88,22 @@ def split_tag_lists(raw: pa.Array, *, drop_numeric: bool = True, drop_camera: bo
         A dict with
         ``tags``: list<string>[n], the normalized content tags of each photo;
         ``machine_tags``: list<string>[n], its ``namespace:predicate=value`` tags;
-        ``bad_escape``: bool[n], photos with a malformed %-escape in some tag;
         ``dropped``: {rule: count} of tags removed by each noise rule.
     """
-    n = len(raw)
-    lists = pc.split_pattern(pc.fill_null(raw, ""), ",")
-    parents = pc.list_parent_indices(lists).to_numpy()
-    # Tags repeat (Zipf): decode, normalize and classify each distinct raw tag once.
-    encoded = pc.dictionary_encode(pc.list_flatten(lists))
+    # Tags repeat (Zipf): normalize and classify each distinct tag once.
+    encoded = pc.dictionary_encode(values)
     raw_codes = encoded.indices.to_numpy(zero_copy_only=False)
-    distinct, bad = url_decode(encoded.dictionary)
-    distinct = normalize(distinct)
-    # Raw spellings that normalize alike ("Dog", "dog") must share a code for deduplication.
+    distinct = normalize(encoded.dictionary)
+    # Spellings that normalize alike ("Dog", "dog") must share a code for deduplication.
     renumbered = pc.dictionary_encode(distinct)
     codes = renumbered.indices.to_numpy(zero_copy_only=False)[raw_codes]
     values = renumbered.dictionary
 
-    bad_escape = np.zeros(n, dtype=bool)
-    bad_escape[parents[bad[raw_codes]]] = True
+    uses = np.bincount(codes, minlength=len(values))   # tags per distinct value
     machine = pc.match_substring_regex(values, MACHINE_TAG).to_numpy(zero_copy_only=False)
     empty = pc.utf8_length(values).to_numpy() == 0
     content = ~machine & ~empty
-    dropped = {"empty": int(empty[codes].sum())}
+    dropped = {"empty": int(uses[empty].sum())}
     rules = [("numeric", drop_numeric, lambda t: pc.match_substring_regex(t, NUMERIC_TAG)),
              ("camera", drop_camera, lambda t: pc.match_substring_regex(t, CAMERA_TAG)),
              ("stoplist", bool(stop), lambda t: pc.is_in(t, value_set=pa.array(sorted(stop or ()), pa.string())))]
@@ -113,23 +111,19 @@ def split_tag_lists(raw: pa.Array, *, drop_numeric: bool = True, drop_camera: bo
         if not enabled:
             continue
         hit = content & matches(values).to_numpy(zero_copy_only=False)
-        dropped[rule] = int(hit[codes].sum())
+        dropped[rule] = int(uses[hit].sum())
         content &= ~hit
 
-    tags = _regroup(values, codes, parents, content[codes], n)
-    machine_tags = _regroup(values, codes, parents, machine[codes], n)
-    return {"tags": tags, "machine_tags": machine_tags, "bad_escape": bad_escape, "dropped": dropped}
+    tags = _regroup(values, codes, parents, content, n)
+    machine_tags = _regroup(values, codes, parents, machine, n)
+    return {"tags": tags, "machine_tags": machine_tags, "dropped": dropped}
 
 
 def _regroup(values: pa.Array, codes: np.ndarray, parents: np.ndarray, keep: np.ndarray, n: int) -> pa.ListArray:
     """Rebuild list<string>[n] from kept tags, dropping duplicates within a photo.
 
-    ``values[codes[i]]`` is flat tag i, owned by photo ``parents[i]``; ``keep`` selects flat tags.
+    ``values[codes[i]]`` is flat tag i, owned by photo ``parents[i]``; ``keep`` (bool[len(values)])
+    selects the values to keep.
     """
-    idx = np.flatnonzero(keep)
-    owner, tag = parents[idx].astype(np.int64), codes[idx].astype(np.int64)
-    _, first = np.unique(owner * (len(values) + 1) + tag, return_index=True)
-    first.sort()  # keep each photo's tags in the order the user gave them
-    offsets = np.zeros(n + 1, dtype=np.int32)
-    np.cumsum(np.bincount(owner[first], minlength=n), out=offsets[1:])
-    return pa.ListArray.from_arrays(pa.array(offsets), values.take(pa.array(tag[first])))
+    offsets, picked = first_tags(codes, parents, keep, n)
+    return pa.ListArray.from_arrays(pa.array(offsets), values.take(pa.array(picked)))

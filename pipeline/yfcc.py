@@ -15,8 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline import Im2vecError, tags as tagging
-from pipeline.urlcodec import url_decode
+from pipeline import Im2vecError, tags as tagging, yfcc_scan as scan
 
 # The 2014 ten-file layout, in file order.
 COLUMNS_23 = [
@@ -83,9 +82,10 @@ CLEAN_SCHEMA = pa.schema([
 ])
 
 _DECODED_TEXT = ("user_nickname", "capture_device", "title", "description", "license_name")
-_AS_IS = ("user_id", "page_url", "download_url", "license_url", "server_id", "farm_id", "secret",
+_AS_IS = ("hash", "user_id", "page_url", "download_url", "license_url", "server_id", "farm_id", "secret",
           "secret_original", "extension_original")
-_DECIMAL = r"^-?[0-9]+(\.[0-9]*)?([eE][-+]?[0-9]+)?$"
+_ESCAPED = _DECODED_TEXT + ("user_tags", "machine_tags")   # checked for malformed %-escapes
+assert REASONS[scan.BAD_DATE] == "bad_date" and len(REASONS) == scan.BAD_DATE + 1
 
 
 def detect_layout(sample_lines: list[str], source: str) -> int:
@@ -128,103 +128,58 @@ def parse_lines(lines: pa.Array, layout: int, *, max_field_bytes: int, drop_nume
         A dict with ``clean``: a table in :data:`CLEAN_SCHEMA`, one row per kept photo, in input
         order; ``rejected``: int64 positions into ``lines`` of rejected rows; ``reasons``: their
         reasons (from :data:`REASONS`), aligned; ``videos``: how many rows were videos (dropped);
-        ``dropped_tags``: {noise rule: tags removed}. Every row is exactly one of kept, rejected
-        or video.
+        ``dropped_tags``: {noise rule: tags of kept photos removed}. Every row is exactly one of
+        kept, rejected or video.
     """
     columns = LAYOUTS[layout]
-    n = len(lines)
-    reason = np.full(n, -1, dtype=np.int8)   # index into REASONS; -1 = fine so far
+    col = {name: j for j, name in enumerate(columns)}
+    if isinstance(lines, pa.ChunkedArray):
+        lines = lines.combine_chunks()
+    line_offsets, data = scan.string_buffers(lines)
+    bounds, reason, photo_id, date_taken, date_state, date_uploaded, accuracy, video = scan.scan_lines(
+        data, line_offsets, len(columns), np.array([name in _ESCAPED for name in columns]), max_field_bytes,
+        col["photo_id"], col.get("line_number", -1), col["date_taken"], col["date_uploaded"], col["accuracy"],
+        col["longitude"], col["latitude"], col["marker"])
 
-    def flag(rows: np.ndarray, mask: np.ndarray, name: str) -> None:
-        hit = rows[mask]
-        reason[hit[reason[hit] < 0]] = REASONS.index(name)
+    # strptime reads more spellings than "YYYY-MM-DD HH:MM:SS" (single digits, spaces): the scan
+    # leaves dates spelled otherwise, if any, to it (the fraction after 19 characters is checked).
+    unusual = np.flatnonzero((reason < 0) & (date_state == scan.DATE_UNUSUAL))
+    if len(unusual):
+        [spelled], _ = scan.extract(data, bounds, unusual, [col["date_taken"]], [False], [])
+        taken = pc.strptime(pc.utf8_slice_codeunits(spelled, 0, 19), format="%Y-%m-%d %H:%M:%S", unit="s",
+                            error_is_null=True)
+        reason[unusual[~pc.is_valid(taken).to_numpy(zero_copy_only=False)]] = scan.BAD_DATE
+        date_taken[unusual] = pc.fill_null(taken.cast(pa.int64()), 0).to_numpy(zero_copy_only=False)
 
-    parts = pc.split_pattern(lines, "\t")
-    counts = pc.list_value_length(parts).to_numpy(zero_copy_only=False)
-    flag(np.arange(n), counts != len(columns), "field_count")
-    rows = np.flatnonzero(counts == len(columns))
-    starts = parts.offsets.to_numpy()[rows]
-    flat = parts.values
-    raw = {name: flat.take(pa.array(starts + j)) for j, name in enumerate(columns)}
-
-    for name, values in raw.items():
-        flag(rows, pc.binary_length(values).to_numpy() > max_field_bytes, "oversize_field")
-    raw["marker"] = pc.utf8_rtrim(raw["marker"], "\r\n")
-    photo_id = raw["photo_id"]
-    id_length = pc.binary_length(photo_id).to_numpy()
-    # 19 digits compare as strings: above int64's max does not fit.
-    fits = (id_length < 19) | pc.less_equal(photo_id, "9223372036854775807").to_numpy(zero_copy_only=False)
-    flag(rows, ~(_digits(photo_id) & (id_length <= 19) & fits), "bad_photo_id")
-
-    decoded = {}
-    for name in _DECODED_TEXT:
-        decoded[name], bad = url_decode(raw[name])
-        flag(rows, bad, "bad_escape")
-    user = tagging.split_tag_lists(raw["user_tags"], drop_numeric=drop_numeric, drop_camera=drop_camera, stop=stop)
-    machine = tagging.split_tag_lists(raw["machine_tags"], drop_numeric=False, drop_camera=False)
-    flag(rows, user["bad_escape"] | machine["bad_escape"], "bad_escape")
-
-    number = {"date_uploaded": _digits(raw["date_uploaded"]), "accuracy": _digits(raw["accuracy"]),
-              "longitude": _matches(raw["longitude"], _DECIMAL), "latitude": _matches(raw["latitude"], _DECIMAL)}
-    for name, ok in number.items():
-        flag(rows, ~(ok | _empty(raw[name])), "bad_number")
-    flag(rows, ~pc.is_in(raw["marker"], value_set=pa.array(["0", "1"])).to_numpy(zero_copy_only=False), "bad_number")
-    if layout == 25:
-        flag(rows, ~_digits(raw["line_number"]), "bad_number")
-    # "2012-08-18 19:35:14.0": seconds, then an optional fraction that is dropped.
-    date_taken = raw["date_taken"]
-    date_length = pc.binary_length(date_taken).to_numpy()
-    no_date = (date_length == 0) | _matches(date_taken, r"^(?i:null)$")
-    fraction_ok = (date_length <= 19) | _matches(date_taken, r"^.{19}\.[0-9]+$")
-    seconds = pc.if_else(pa.array(no_date), pa.scalar(None, pa.string()), pc.utf8_slice_codeunits(date_taken, 0, 19))
-    taken = pc.strptime(seconds, format="%Y-%m-%d %H:%M:%S", unit="s", error_is_null=True)
-    flag(rows, ~no_date & ~(pc.is_valid(taken).to_numpy(zero_copy_only=False) & fraction_ok), "bad_date")
-
-    fine = reason[rows] < 0
-    video = fine & (raw["marker"].to_numpy(zero_copy_only=False) == "1")
-    keep = fine & ~video
-    out = {
-        "photo_id": raw["photo_id"],
-        "hash": raw["hash"] if layout == 25 else pa.nulls(len(rows), pa.string()),
-        "date_taken": taken,
-        "date_uploaded": _number(raw["date_uploaded"], number["date_uploaded"], pa.int64()).cast(pa.timestamp("s")),
-        "tags": user["tags"],
-        "machine_tags": _concat_lists(user["machine_tags"], machine["machine_tags"], machine["tags"]),
-        "longitude": _number(raw["longitude"], number["longitude"], pa.float64()),
-        "latitude": _number(raw["latitude"], number["latitude"], pa.float64()),
-        "accuracy": _number(raw["accuracy"], number["accuracy"], pa.int32()),
-        **decoded,
-        **{name: raw[name] for name in _AS_IS},
-    }
-    if not keep.all():
-        out = {name: values.filter(pa.array(keep)) for name, values in out.items()}
+    fine = reason < 0
+    kept = np.flatnonzero(fine & ~video)
+    text = [name for name in columns if name in _DECODED_TEXT + _AS_IS + ("longitude", "latitude")]
+    text_arrays, ((user_tags, user_parents), (machine_tags, machine_parents)) = scan.extract(
+        data, bounds, kept, [col[name] for name in text], [name in _DECODED_TEXT for name in text],
+        [col["user_tags"], col["machine_tags"]])
+    out = dict(zip(text, text_arrays))
+    for name in ("longitude", "latitude"):
+        out[name] = pc.if_else(pc.greater(pc.binary_length(out[name]), 0), out[name], None).cast(pa.float64())
+    if layout == 23:
+        out["hash"] = pa.nulls(len(kept), pa.string())
+    out["photo_id"] = pa.array(photo_id[kept])
+    out["date_taken"] = pa.array(date_taken[kept], pa.timestamp("s"), mask=date_state[kept] == scan.DATE_MISSING)
+    out["date_uploaded"] = pa.array(date_uploaded[kept], pa.timestamp("s"), mask=date_uploaded[kept] < 0)
+    out["accuracy"] = pa.array(accuracy[kept], mask=accuracy[kept] < 0)
+    user = tagging.tag_lists(user_tags, user_parents, len(kept), drop_numeric=drop_numeric,
+                             drop_camera=drop_camera, stop=stop)
+    machine = tagging.tag_lists(machine_tags, machine_parents, len(kept), drop_numeric=False, drop_camera=False)
+    out["tags"] = user["tags"]
+    out["machine_tags"] = _concat_lists(user["machine_tags"], machine["machine_tags"], machine["tags"])
     clean = pa.Table.from_arrays([out[f.name].cast(f.type) for f in CLEAN_SCHEMA], schema=CLEAN_SCHEMA)
     rejected = np.flatnonzero(reason >= 0)
     return {
         "clean": clean,
         "rejected": rejected,
         "reasons": [REASONS[r] for r in reason[rejected]],
-        "videos": int(video.sum()),
+        "videos": int((fine & video).sum()),
         "dropped_tags": user["dropped"],
     }
-
-
-def _matches(values: pa.Array, pattern: str) -> np.ndarray:
-    return pc.match_substring_regex(values, pattern).to_numpy(zero_copy_only=False)
-
-
-def _digits(values: pa.Array) -> np.ndarray:
-    """bool[n]: the value is one or more ASCII digits (nulls: False)."""
-    return pc.fill_null(pc.ascii_is_decimal(values), False).to_numpy(zero_copy_only=False)
-
-
-def _empty(values: pa.Array) -> np.ndarray:
-    return pc.binary_length(values).to_numpy() == 0
-
-
-def _number(values: pa.Array, ok: np.ndarray, type_: pa.DataType) -> pa.Array:
-    """Cast the numeric strings where ``ok`` (bool[n]) holds; the others (already rejected, or empty) -> null."""
-    return pc.if_else(pa.array(ok), values, pa.scalar(None, pa.string())).cast(type_)
 
 
 def _concat_lists(*lists: pa.ListArray) -> pa.ListArray:
