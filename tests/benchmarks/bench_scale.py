@@ -1,13 +1,17 @@
 """Benchmark: the clean stage on a local standalone cluster with 1 worker, then 2 (one core each).
 
-    .venv/bin/python tests/benchmarks/bench_scale.py [--rows 2000000] [--repeats 2]
+    .venv/bin/python tests/benchmarks/bench_scale.py [--rows 4000000] [--repeats 2]
 
 Starts a real master and one worker on 127.0.0.1 (tests/cluster.py), submits the clean stage
 with spark-submit as `im2vec clean --submit standalone` does, adds a second worker and submits
 it again on the same input; each configuration runs ``--repeats`` times and keeps its best
-stage time (the manifest's ``seconds``). Each submitted application first cleans a small file
-(scale_driver.py), as bench_clean.py does locally: executors and their Python workers start
-once per application, a fixed cost that would otherwise stand for most of a one-minute run.
+stage time (the manifest's ``seconds``). Each submitted application first cleans a small file in
+small splits (scale_driver.py), as bench_clean.py does locally: executors and their Python
+workers start once per application, a fixed cost that would otherwise stand for most of a
+one-minute run; the splits are small so that every executor gets some (with one split, the
+second executor met the measured run cold, and its first task took 4 s instead of 1). 4M rows
+(2 GB, 16 splits) keep one worker busy ~16 s: at 2M, the first task on each executor, which
+still grows its buffers, and the shorter last split weighed visibly on a 7 s run.
 Each worker, with its executor and Python workers, is pinned to its own CPU (Spark's "cores"
 are task slots only: the executor JVM reads and converts input while Python parses, so an
 unpinned one-core worker uses more than a core), and Python workers get one thread each (Spark
@@ -52,7 +56,7 @@ def clean_seconds(cluster, metadata: str, warm: str, root: str, log: Path) -> tu
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=int, default=2_000_000)
+    parser.add_argument("--rows", type=int, default=4_000_000)
     parser.add_argument("--repeats", type=int, default=2, help="runs per worker count; the best counts")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder (logs, outputs)")
     args = parser.parse_args()
