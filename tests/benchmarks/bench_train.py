@@ -1,6 +1,6 @@
 """Benchmark the trainer: examples/s fed through Petastorm vs from memory, and with a 10k vs a 1M-tag table.
 
-    .venv/bin/python tests/benchmarks/bench_train.py [--rows 150000] [--repeats 3] [--hidden 1024]
+    .venv/bin/python tests/benchmarks/bench_train.py [--rows 150000] [--repeats 5] [--hidden 1024]
 
 The model is the default one (pipeline/defaults.yaml: g = 1280 -> 1024 -> 50 MLP, word2vec
 negative sampling, P = 2 positives and K = 20 negatives per image, batch 512), trained with
@@ -142,7 +142,7 @@ def report(name: str, runs: list[tuple[float, float]]) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=150_000, help="rows of the synthetic epoch")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--hidden", type=str, default="1024", help="hidden sizes, comma-separated ('' = linear)")
     parser.add_argument("--table-rows", type=int, default=60_000, help="rows per run of the table comparison")
     args = parser.parse_args()
