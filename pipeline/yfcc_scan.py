@@ -102,6 +102,19 @@ def _escaped_byte(data, p, end):
 
 
 @njit(cache=True, nogil=True)
+def _decode_char(data, p, end, out, q):
+    """Decode the one character at data[p] (a byte, or a ``%XX`` escape) into out[q], as
+    ``unquote_plus`` does. Returns (the position after it, whether it was an escaped byte >= 0x80)."""
+    b = data[p]
+    value = _escaped_byte(data, p + 1, end) if b == PERCENT else -1
+    if value >= 0:   # an escaped "+" or "," stays what it is
+        out[q] = value
+        return p + 3, value >= 0x80
+    out[q] = SPACE if b == PLUS else b
+    return p + 1, False
+
+
+@njit(cache=True, nogil=True)
 def _digits_value(data, start, end, limit):
     """The value of data[start:end] if it is one or more ASCII digits worth at most ``limit``,
     -1 if it is empty or holds a non-digit, -2 if it is too large."""
@@ -123,27 +136,25 @@ def _digits_value(data, start, end, limit):
 
 
 @njit(cache=True, nogil=True)
-def _is_decimal(data, start, end):
-    """data[start:end] matches ``-?[0-9]+(\\.[0-9]*)?([eE][-+]?[0-9]+)?`` (as the float cast reads it)."""
-    p = start
-    if p < end and data[p] == MINUS:
-        p += 1
-    digits = p
+def _skip_digits(data, p, end):
+    """The first position from p on (at most ``end``) that holds no ASCII digit."""
     while p < end and ZERO <= data[p] <= NINE:
         p += 1
+    return p
+
+
+@njit(cache=True, nogil=True)
+def _is_decimal(data, start, end):
+    """data[start:end] matches ``-?[0-9]+(\\.[0-9]*)?([eE][-+]?[0-9]+)?`` (as the float cast reads it)."""
+    digits = start + 1 if start < end and data[start] == MINUS else start
+    p = _skip_digits(data, digits, end)
     if p == digits:
         return False
     if p < end and data[p] == DOT:
-        p += 1
-        while p < end and ZERO <= data[p] <= NINE:
-            p += 1
+        p = _skip_digits(data, p + 1, end)
     if p < end and (data[p] == 101 or data[p] == 69):   # e or E
-        p += 1
-        if p < end and (data[p] == PLUS or data[p] == MINUS):
-            p += 1
-        digits = p
-        while p < end and ZERO <= data[p] <= NINE:
-            p += 1
+        digits = p + 2 if p + 1 < end and (data[p + 1] == PLUS or data[p + 1] == MINUS) else p + 1
+        p = _skip_digits(data, digits, end)
         if p == digits:
             return False
     return p == end
@@ -330,15 +341,8 @@ def _decode(data, start, end, out, q):
         if end - p <= SHORT_FIELD:
             # Short: byte by byte costs less than the calls below.
             while p < end:
-                b = data[p]
-                value = _escaped_byte(data, p + 1, end) if b == PERCENT else -1
-                if value >= 0:
-                    out[q] = value
-                    high |= value >= 0x80
-                    p += 3
-                else:
-                    out[q] = SPACE if b == PLUS else b
-                    p += 1
+                p, escaped_high = _decode_char(data, p, end, out, q)
+                high |= escaped_high
                 q += 1
             return q, high
         # Up to the next "%": copied as is, with every "+" a space (a loop the compiler vectorizes).
@@ -349,14 +353,8 @@ def _decode(data, start, end, out, q):
         q += percent - p
         if percent == end:
             return q, high
-        value = _escaped_byte(data, percent + 1, end)
-        if value >= 0:   # an escaped "+" stays "+"
-            out[q] = value
-            high |= value >= 0x80
-            p = percent + 3
-        else:
-            out[q] = PERCENT
-            p = percent + 1
+        p, escaped_high = _decode_char(data, percent, end, out, q)
+        high |= escaped_high
         q += 1
 
 
@@ -469,14 +467,8 @@ def copy_rows(data, bounds, rows, columns, decode, tag_columns):
                     high = False
                     p += 1
                     continue
-                value = _escaped_byte(data, p + 1, e) if b == PERCENT else -1
-                if value >= 0:   # an escaped "+" or "," stays what it is
-                    tag_values[q] = value
-                    high |= value >= 0x80
-                    p += 3
-                else:
-                    tag_values[q] = SPACE if b == PLUS else b
-                    p += 1
+                p, escaped_high = _decode_char(data, p, e, tag_values, q)
+                high |= escaped_high
                 q += 1
             counts[m] = t
     return (base, offsets, values, invalid), (counts, tag_base, tag_offsets, tag_values, parents, tag_invalid)

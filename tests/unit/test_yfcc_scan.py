@@ -185,3 +185,12 @@ def test_kernels_are_cached_on_disk():
     kernels = [f for f in vars(scan).values() if isinstance(f, numba.core.registry.CPUDispatcher)]
     assert {"scan_lines", "copy_rows", "first_tags"} <= {k.__name__ for k in kernels}
     assert all(not isinstance(k._cache, numba.core.caching.NullCache) for k in kernels)
+
+
+def test_decimal_check_matches_the_regex_the_float_cast_reads():
+    decimal = re.compile(r"^-?[0-9]+(\.[0-9]*)?([eE][-+]?[0-9]+)?$")
+    rng = random.Random(0)
+    for _ in range(20_000):
+        text = "".join(rng.choice("0123456789-+.eE x") for _ in range(rng.randint(0, 7)))
+        data = np.frombuffer(text.encode(), np.uint8) if text else np.zeros(0, np.uint8)
+        assert bool(scan._is_decimal(data, 0, len(data))) == bool(decimal.match(text)), text
