@@ -50,19 +50,14 @@ PARQUET_OPTIONS = dict(
                     "license_name", "license_url", "server_id", "farm_id", "extension_original"],
     write_statistics=["photo_id", "user_id", "date_taken", "date_uploaded", "longitude", "latitude"])
 
-# What tasks hand back to the driver: rejected rows, and one "stats" row per task.
-TASK_OUTPUT = pa.schema([
-    ("kind", pa.string()),            # "reject" | "stats"
+# A task's reject rows as it writes them (lines numbered within their input split) ...
+SPLIT_REJECTS = pa.schema([
     ("source_file", pa.string()),
     ("block_start", pa.int64()),      # the input split's first byte in source_file
     ("row_in_block", pa.int64()),     # 0-based line index within that split
     ("reason", pa.string()),
     ("raw", pa.string()),
-    ("stats", pa.string()),           # JSON, stats rows only
 ])
-# A task's reject rows as it writes them (lines numbered within their input split) ...
-SPLIT_REJECTS = pa.schema([f for f in TASK_OUTPUT if f.name in ("source_file", "block_start", "row_in_block",
-                                                                   "reason", "raw")])
 # ... and rejects/clean/ as the driver rewrites them.
 REJECTS = pa.schema([("source_file", pa.string()), ("line_number", pa.int64()), ("reason", pa.string()),
                      ("raw", pa.string())])
@@ -120,20 +115,25 @@ class Chunk(NamedTuple):
     row_in_block: np.ndarray   # int64[n], 0-based line index within that split
 
 
-def clean_chunks(chunks: Iterator[Chunk], *, layouts: dict[str, int], staging_clean: str, options: dict,
-                 lines_per_block: dict) -> Iterator[pa.RecordBatch]:
-    """The task body shared by both readers: parse chunks, write clean rows, yield rejects + stats.
+def clean_chunks(chunks: Iterator[Chunk], *, layouts: dict[str, int], staging_clean: str,
+                 staging_split_rejects: str, options: dict, lines_per_block: dict) -> Iterator[pa.RecordBatch]:
+    """The task body shared by both readers: parse chunks, write clean rows and rejects, yield
+    one ``stats`` row (JSON) for the driver.
 
-    Clean rows go to one Parquet file per task attempt (:func:`pipeline.storage.attempt_file`),
-    which no reader takes for data until the driver commits it; ``lines_per_block`` ({(file, split start):
-    lines}) is filled by the chunk producer and reported in the stats row.
+    Clean rows and rejects (:data:`SPLIT_REJECTS`) go to one Parquet file each per task attempt
+    (:func:`pipeline.storage.attempt_file`), which no reader takes for data until the driver
+    commits it; the stats name them (``files``, ``rejects_files``). The rejects still number their
+    lines within their input split; the driver, once every task has counted its splits' lines
+    (``lines_per_block``, {(file, split start): lines}, filled by the chunk producer), rewrites
+    them with line numbers (:func:`write_rejects`).
     """
     from pyspark import TaskContext
 
     ctx = TaskContext.get()
     name = storage.attempt_file(ctx.partitionId(), ctx.taskAttemptId())
     fs, folder = storage.filesystem(staging_clean)
-    writer, pending, pending_rows = None, [], 0
+    rejects_fs, rejects_folder = storage.filesystem(staging_split_rejects)
+    writer, rejects_writer, pending, pending_rows = None, None, [], 0
     stats = {"rows_read": 0, "rows_kept": 0, "videos": 0, "reasons": {}, "dropped_tags": {}}
 
     def flush():
@@ -162,23 +162,24 @@ def clean_chunks(chunks: Iterator[Chunk], *, layouts: dict[str, int], staging_cl
                 stats["reasons"][reason] = stats["reasons"].get(reason, 0) + 1
             if len(parsed["rejected"]):
                 at = rows[parsed["rejected"]]
-                yield pa.RecordBatch.from_arrays([
-                    pa.array(["reject"] * len(at)),
+                if rejects_writer is None:
+                    rejects_writer = pq.ParquetWriter(f"{rejects_folder}/{name}", SPLIT_REJECTS,
+                                                      filesystem=rejects_fs, compression="zstd")
+                rejects_writer.write_batch(pa.RecordBatch.from_arrays([
                     pa.array(np.array(chunk.files, dtype=object)[chunk.file_code[at]], pa.string()),
                     pa.array(chunk.block_start[at], pa.int64()), pa.array(chunk.row_in_block[at], pa.int64()),
                     pa.array(parsed["reasons"], pa.string()),
-                    pc.utf8_rtrim(lines.take(pa.array(parsed["rejected"])), "\r\n"),
-                    pa.nulls(len(at), pa.string())], schema=TASK_OUTPUT)
+                    pc.utf8_rtrim(lines.take(pa.array(parsed["rejected"])), "\r\n")], schema=SPLIT_REJECTS))
         if pending_rows >= ROW_GROUP_ROWS:
             flush()
     flush()
-    if writer is not None:
-        writer.close()
+    for file in (writer, rejects_writer):
+        if file is not None:
+            file.close()
     stats["files"] = [name] if writer is not None else []
+    stats["rejects_files"] = [name] if rejects_writer is not None else []
     stats["blocks"] = [[f, b, c] for (f, b), c in lines_per_block.items()]
-    yield pa.RecordBatch.from_arrays(
-        [pa.array(["stats"])] + [pa.nulls(1, f.type) for f in list(TASK_OUTPUT)[1:-1]]
-        + [pa.array([json.dumps(stats)])], schema=TASK_OUTPUT)
+    yield pa.RecordBatch.from_arrays([pa.array([json.dumps(stats)])], ["stats"])
 
 
 def text_chunks(batches: Iterator[pa.RecordBatch], lines_per_block: dict) -> Iterator[Chunk]:
@@ -292,48 +293,18 @@ def _running_index(codes: np.ndarray, blocks: np.ndarray, files: list[str], seen
     return index
 
 
-def _clean_text(batches, staging_split_rejects: str, **task_options):
+def _clean_text(batches, **task_options):
     """mapInArrow body over Spark's text reader (compressed files)."""
     seen: dict = {}
-    return _stats_only(clean_chunks(text_chunks(batches, seen), lines_per_block=seen, **task_options),
-                       staging_split_rejects)
+    return clean_chunks(text_chunks(batches, seen), lines_per_block=seen, **task_options)
 
 
-def _clean_splits(batches, splits: list[tuple[str, int, int]], staging_split_rejects: str, **task_options):
+def _clean_splits(batches, splits: list[tuple[str, int, int]], **task_options):
     """mapInArrow body over input splits read by the task itself (uncompressed files): batches
     of ``id``, an index into ``splits``."""
     seen: dict = {}
     ids = (int(i) for batch in batches for i in batch.column("id").to_pylist())
-    return _stats_only(clean_chunks(split_chunks((splits[i] for i in ids), seen), lines_per_block=seen,
-                                    **task_options), staging_split_rejects)
-
-
-def _stats_only(outputs: Iterator[pa.RecordBatch], folder_uri: str) -> Iterator[pa.RecordBatch]:
-    """Write a task's reject rows (TASK_OUTPUT, kind "reject") to its own attempt file in
-    ``folder_uri`` and hand Spark only the stats row, which names that file (``rejects_files``).
-
-    The rejects still number their lines within their input split; the driver, once every task
-    has counted its splits' lines, rewrites them with line numbers (:func:`write_rejects`).
-    """
-    from pyspark import TaskContext
-
-    ctx = TaskContext.get()
-    name = storage.attempt_file(ctx.partitionId(), ctx.taskAttemptId())
-    fs, folder = storage.filesystem(folder_uri)
-    writer = None
-    for batch in outputs:
-        kinds = batch.column(0)
-        if kinds[0].as_py() == "stats":
-            stats = json.loads(batch.column("stats")[0].as_py())
-            stats["rejects_files"] = [name] if writer is not None else []
-            if writer is not None:
-                writer.close()
-            yield pa.RecordBatch.from_arrays([pa.array([json.dumps(stats)])], ["stats"])
-            continue
-        if writer is None:
-            writer = pq.ParquetWriter(f"{folder}/{name}", SPLIT_REJECTS, filesystem=fs, compression="zstd")
-        writer.write_batch(pa.RecordBatch.from_arrays([batch.column(n) for n in SPLIT_REJECTS.names],
-                                                      schema=SPLIT_REJECTS))
+    return clean_chunks(split_chunks((splits[i] for i in ids), seen), lines_per_block=seen, **task_options)
 
 
 def plan_splits(files: list[str], split_bytes: int) -> list[tuple[str, int, int]]:
