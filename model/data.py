@@ -11,11 +11,12 @@ Arrow -> numpy conversion builds one numpy array per row for list columns and on
 row for binary columns, then stacks them; at tens of thousands of examples/s that per-row Python
 competes with the model for the same cores. Here each row group stays an Arrow table until its
 columns are viewed as flat numpy arrays without a copy (the lists are fixed-size, so their
-values reshape to [n, P] and [n, K]), batches are cut from them in numpy, and the float16
-features travel as bytes and are decoded in the graph (a bitcast of byte pairs). Shuffling
-costs little: Petastorm reads row groups in shuffled order, a shuffle buffer mixes the rows of
-each row group with those held back from earlier ones (one numpy permutation per row group),
-and the sample stage has already shuffled the epoch globally.
+values reshape to [n, P] and [n, K]); the whole row group goes into ``tf.data`` as it is, with a
+permutation of its rows, and the graph gathers each batch from it and decodes the float16
+features (a bitcast of byte pairs). Python runs once per row group, not per batch or row.
+Shuffling costs little: Petastorm reads row groups in shuffled order, rows are permuted within
+each row group, a ``tf.data`` shuffle buffer mixes whole batches of neighbouring row groups, and
+the sample stage has already shuffled the epoch globally.
 """
 from __future__ import annotations
 
@@ -32,7 +33,6 @@ from pipeline import Im2vecError, sampling, storage
 from pipeline.storage import epoch_uri  # noqa: F401  (the sample stage's layout; data.epoch_uri for callers)
 
 COLUMNS = ("feature", "pos_ids", "neg_ids")
-BATCHES_PER_CALL = 16   # batches per call into the Python generator of epoch_dataset
 
 
 def wait_for_epoch(root: str, epoch: int, poll_seconds: float, log: Callable[[str], None] = print,
@@ -164,38 +164,41 @@ def arrow_columns(table: pa.Table) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return tuple(columns)
 
 
-def shuffled_batches(row_groups, batch_size: int, shuffle_buffer: int = 0, seed: int | None = None):
-    """Cut row groups into batches, mixing rows across neighbouring row groups in a shuffle buffer.
+def batch_orders(row_groups, batch_size: int, shuffle: bool = True, seed: int | None = None):
+    """Plan a pass's batches over row groups without copying the row groups.
 
     Args:
         row_groups: iterable of same-length column tuples (numpy arrays, one row per row of axis 0),
             e.g. :func:`read_row_groups`.
         batch_size: rows per batch; every batch but the last of the pass is full.
-        shuffle_buffer: rows held back; each arriving row group is mixed with them (one numpy
-            permutation), and batches are cut from the mix. 0 = batches in arrival order.
+        shuffle: permute the rows of each row group (else batches follow the rows' order).
         seed: seeds the permutations.
 
     Yields:
-        Column tuples of ``batch_size`` rows.
+        ``(columns, order)``: ``order`` int64[m] holds row numbers of ``columns`` and m is a multiple
+        of ``batch_size`` except in the last piece of the pass; batch b is ``columns[order[b·B:(b+1)·B]]``.
+        ``columns`` is a whole row group as it came (no copy), or, where a batch spans row groups,
+        that one batch stitched together in numpy.
     """
     rng = np.random.default_rng(seed)
-    pool = None
+    held = None    # rows left over from earlier row groups (fewer than batch_size), copied
     for group in row_groups:
-        pool = group if pool is None else tuple(np.concatenate([held, new]) for held, new in zip(pool, group))
-        ready = max(0, len(pool[0]) - shuffle_buffer) // batch_size * batch_size
-        if shuffle_buffer > 0:
-            # Gather each batch (and the rows held back) through one permutation rather than
-            # permuting the whole pool first: a row is copied once less, and features are large.
-            order = rng.permutation(len(pool[0]))
-            for start in range(0, ready, batch_size):
-                yield tuple(column[order[start:start + batch_size]] for column in pool)
-            pool = tuple(column[order[ready:]] for column in pool)
-            continue
-        for start in range(0, ready, batch_size):
-            yield tuple(column[start:start + batch_size] for column in pool)
-        pool = tuple(column[ready:] for column in pool)
-    for start in range(0, 0 if pool is None else len(pool[0]), batch_size):
-        yield tuple(column[start:start + batch_size] for column in pool)
+        order = rng.permutation(len(group[0])) if shuffle else np.arange(len(group[0]))
+        if held is not None:
+            need = batch_size - len(held[0])
+            held = tuple(np.concatenate([h, column[order[:need]]]) for h, column in zip(held, group))
+            order = order[need:]
+            if len(held[0]) < batch_size:
+                continue
+            yield held, np.arange(batch_size)
+            held = None
+        full = len(order) // batch_size * batch_size
+        if full:
+            yield group, order[:full]
+        if full < len(order):
+            held = tuple(column[order[full:]] for column in group)
+    if held is not None:
+        yield held, np.arange(len(held[0]))
 
 
 def epoch_dataset(uri: str, *, feature_dim: int, positives: int, negatives: int, batch_size: int,
@@ -205,9 +208,11 @@ def epoch_dataset(uri: str, *, feature_dim: int, positives: int, negatives: int,
 
     Args:
         uri: ``ROOT/epochs/epoch=E``; feature_dim, positives, negatives: D, P and K (from its manifest).
-        batch_size: rows per batch (the last batch of the pass may be smaller).
-        shuffle_buffer: rows of the shuffle buffer (:func:`shuffled_batches`); with 0, row groups
-            are still read in shuffled order (and the sample stage shuffled the epoch's rows).
+        batch_size: rows per batch (one batch of the pass, the last one unless shuffled, may be smaller).
+        shuffle_buffer: rows of the shuffle buffer: with > 0, rows are permuted within each row
+            group and whole batches are mixed in a ``tf.data`` shuffle buffer of about this many
+            rows (so across neighbouring row groups); with 0, batches follow the rows' file order
+            (row groups are still read in shuffled order, and the sample stage shuffled the rows).
         seed, cur_shard, shard_count, workers: as for :func:`read_row_groups`.
 
     Returns:
@@ -215,23 +220,30 @@ def epoch_dataset(uri: str, *, feature_dim: int, positives: int, negatives: int,
         int32[B, K], prefetched. Each iteration opens a fresh Petastorm reader.
     """
     signature = (tf.TensorSpec([None, 2 * feature_dim], tf.uint8), tf.TensorSpec([None, positives], tf.int32),
-                 tf.TensorSpec([None, negatives], tf.int32))
+                 tf.TensorSpec([None, negatives], tf.int32), tf.TensorSpec([None], tf.int64))
 
-    def runs():
+    def pieces():
         groups = read_row_groups(uri, seed=seed, cur_shard=cur_shard, shard_count=shard_count, workers=workers)
-        return shuffled_batches(groups, batch_size * BATCHES_PER_CALL, shuffle_buffer, seed)
+        for columns, order in batch_orders(groups, batch_size, shuffle_buffer > 0, seed):
+            yield (*columns, order)
 
-    def to_batches(feature_bytes, pos_ids, neg_ids):
-        starts = tf.data.Dataset.range(0, tf.cast(tf.shape(pos_ids)[0], tf.int64), batch_size)
-        return starts.map(lambda s: {"feature": bytes_to_float16(feature_bytes[s:s + batch_size], feature_dim),
-                                     "pos_ids": pos_ids[s:s + batch_size], "neg_ids": neg_ids[s:s + batch_size]})
+    def to_batches(feature_bytes, pos_ids, neg_ids, order):
+        def batch(start):
+            rows = order[start:start + batch_size]
+            return {"feature": bytes_to_float16(tf.gather(feature_bytes, rows), feature_dim),
+                    "pos_ids": tf.gather(pos_ids, rows), "neg_ids": tf.gather(neg_ids, rows)}
+        return tf.data.Dataset.range(0, tf.size(order, out_type=tf.int64), batch_size).map(batch)
 
-    # Rows are shuffled and cut in numpy, so tf.data never handles single rows: per-row elements
-    # (rebatch, shuffle, unbatch) would each cost more than the model's step. The generator hands
-    # over BATCHES_PER_CALL batches at once, and the graph slices them without the GIL: each call
-    # into Python holds the GIL the training loop needs to dispatch its next step.
-    return tf.data.Dataset.from_generator(runs, output_signature=signature).flat_map(to_batches).prefetch(
-        tf.data.AUTOTUNE)
+    # The generator hands over whole row groups, which TensorFlow takes without a copy (Arrow's
+    # buffers are 64-byte aligned), and a permutation; the graph gathers each batch from them
+    # without the GIL. Python thus runs once per row group, not per batch: every call into
+    # Python holds the GIL the training loop needs to dispatch its next step, and fresh numpy
+    # batches cost page faults. tf.data never handles single rows: per-row elements (rebatch,
+    # shuffle, unbatch) would each cost more than the model's step; its shuffle buffer holds batches.
+    dataset = tf.data.Dataset.from_generator(pieces, output_signature=signature).flat_map(to_batches)
+    if shuffle_buffer > 0:
+        dataset = dataset.shuffle(max(1, shuffle_buffer // batch_size), seed=seed)
+    return dataset.prefetch(tf.data.AUTOTUNE)
 
 
 def bytes_to_float16(feature_bytes: tf.Tensor, feature_dim: int) -> tf.Tensor:
