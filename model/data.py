@@ -90,7 +90,7 @@ def read_row_groups(uri: str, *, seed: int | None = None, cur_shard: int | None 
     # Petastorm resolves file://, hdfs:// and s3:// itself (s3 through s3fs); it knows s3a as s3.
     url = "s3://" + url[len("s3a://"):] if url.startswith("s3a://") else url
     # shuffle_rows=False: Petastorm copies each row group with Table.take either way, and the
-    # identity order copies faster; shuffled_batches permutes the rows.
+    # identity order copies faster; batch_orders permutes the rows.
     reader = make_batch_reader(url, schema_fields=list(COLUMNS),
                                shuffle_row_groups=True, shuffle_rows=False, seed=seed, num_epochs=1,
                                cur_shard=cur_shard, shard_count=shard_count, workers_count=workers)

@@ -185,3 +185,39 @@ def test_precision_and_recall_at_k_by_hand():
 def test_popularity_ranks_the_most_frequent_tags():
     top = metrics.popularity_top_k(np.array([5, 50, 1, 50, 20]), n=3, k=3)
     assert top.tolist() == [[1, 3, 4]] * 3
+
+
+
+# keep_freed_memory, in fresh processes with and without it
+GLIBC_SCRIPT = """
+import ctypes, sys
+from model import train
+
+class Mallinfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in (
+        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+libc = ctypes.CDLL(None)
+libc.malloc.restype, libc.free.argtypes, libc.mallinfo2.restype = ctypes.c_void_p, [ctypes.c_void_p], Mallinfo2
+if sys.argv[1] == "keep":
+    train.keep_freed_memory()
+size = 16 << 20                       # a TensorFlow step's larger tensors are 1-5 MB, a gathered batch 1.3 MB
+block = libc.malloc(size)
+mapped = libc.mallinfo2().hblkhd >= size
+libc.free(block)
+print(mapped, libc.mallinfo2().fordblks >= size)     # mapped on its own; still held, free, after free()
+"""
+
+
+def test_keep_freed_memory_has_glibc_keep_large_blocks_on_its_heap():
+    import subprocess
+    import sys
+
+    def run(mode: str) -> list[str]:
+        return subprocess.run([sys.executable, "-c", GLIBC_SCRIPT, mode], check=True, capture_output=True,
+                              text=True).stdout.split()
+
+    if subprocess.run([sys.executable, "-c", "import ctypes; ctypes.CDLL(None).mallinfo2"]).returncode:
+        pytest.skip("not glibc >= 2.33")
+    assert run("default") == ["True", "False"]     # the control: mapped fresh, handed back on free
+    assert run("keep") == ["False", "True"]
