@@ -165,17 +165,17 @@ def parameters(config: dict) -> dict:
 def keep_freed_memory() -> None:
     """Have this process's allocators keep freed memory for reuse rather than hand it back to the OS.
 
-    Training allocates the same sizes over and over: Petastorm reads a row group (32 MiB by
-    default) at a time through Arrow's jemalloc, and TensorFlow mallocs every step's tensors
-    (gathered batches, activations, gradients: 1-5 MB each) from glibc. By default jemalloc
-    returns freed pages after about a second and glibc maps blocks that large fresh or trims
-    them off the heap at once, so the next row group or step faults the same pages in again:
-    ~1 page fault per training row, ~5 us of a row's ~75 us of CPU, most of it on the reading
-    path (tests/benchmarks/bench_train.py). So Arrow's jemalloc never returns freed pages, and
-    glibc's malloc is set as MALLOC_MMAP_THRESHOLD_=32M MALLOC_TRIM_THRESHOLD_=1G
-    MALLOC_TOP_PAD_=64M would set it (the top pad also keeps glibc from unmapping whole
-    per-thread heaps). The process keeps the memory of its busiest moment. Either allocator is
-    left alone where it is not the one in use.
+    Training allocates the same sizes over and over: Petastorm reads row groups through Arrow's
+    jemalloc, and TensorFlow mallocs every step's tensors (batches, activations, gradients:
+    1-5 MB each) from glibc. By default glibc maps blocks that large afresh or trims them off its
+    heaps once freed, and jemalloc hands freed pages back within about a second, so the same
+    pages are faulted in again and again: 3-4 page faults per training row with bench_train's
+    model, ~15% of the trainer's CPU; with this, next to none after the first epoch
+    (tests/benchmarks/bench_train.py). So Arrow's jemalloc keeps freed pages (for arenas made
+    from now on, i.e. the reader threads of later epochs), and glibc's malloc is set as
+    MALLOC_MMAP_THRESHOLD_=32M MALLOC_TRIM_THRESHOLD_=1G MALLOC_TOP_PAD_=64M would set it (the
+    top pad also keeps glibc from unmapping whole per-thread heaps). The process keeps the
+    memory of its busiest moment. Either allocator is left alone where it is not the one in use.
     """
     import ctypes
 
