@@ -28,7 +28,8 @@ from py4j.protocol import Py4JJavaError
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.utils import AnalysisException
 
-from pipeline import Im2vecError, config as configuration, spark as spark_session, storage, tags as tagging, yfcc, yfcc_scan
+from pipeline import (Im2vecError, config as configuration, spark as spark_session, storage, tags as tagging, yfcc,
+                      yfcc_scan)
 
 DETECT_LINES = 50
 DETECT_BYTES = 1 << 20       # at most this much of a file's head is read to detect its layout

@@ -157,13 +157,15 @@ def main() -> None:
         columns = synthetic_epoch(Path(tmp) / "epoch=00001", args.rows)
         uri = "file://" + str(Path(tmp) / "epoch=00001")
         step = model(ACTIVE_TAGS, hidden, tag_learning_rate=0.0)
+
+        def petastorm(seed: int) -> tf.data.Dataset:
+            return data.epoch_dataset(uri, feature_dim=D, positives=P, negatives=K, batch_size=BATCH, seed=seed)
+
         petastorm_runs, memory_runs = [], []
-        timed(step, data.epoch_dataset(uri, feature_dim=D, positives=P, negatives=K, batch_size=BATCH,
-                                       seed=args.repeats))
+        timed(step, petastorm(args.repeats))
         timed(step, in_memory(columns))
         for repeat in range(args.repeats):
-            petastorm_runs.append(timed(step, data.epoch_dataset(
-                uri, feature_dim=D, positives=P, negatives=K, batch_size=BATCH, seed=repeat)))
+            petastorm_runs.append(timed(step, petastorm(repeat)))
             memory_runs.append(timed(step, in_memory(columns)))
         print("1. reading (frozen table, 10k tags)")
         fed = report("Petastorm (model.data.epoch_dataset)", petastorm_runs)

@@ -62,6 +62,8 @@ def test_an_epoch_reads_every_row_once_decoded_exactly(root, epoch, shuffle_buff
     order = got["pos_ids"][:, 0]
     assert sorted(order.tolist()) == list(range(1000))
     assert sorted(got["sizes"])[1:] == [128] * (len(got["sizes"]) - 1) and sum(got["sizes"]) == 1000
+    if not shuffle_buffer:
+        assert got["sizes"][-1] == min(got["sizes"])        # unshuffled, the short batch comes last
     assert got["feature"].dtype == np.float16
     np.testing.assert_array_equal(got["feature"], epoch["feature"][order])
     np.testing.assert_array_equal(got["pos_ids"], epoch["pos_ids"][order])
