@@ -81,10 +81,25 @@ def delete(uri: str) -> None:
 
 
 def write_text(uri: str, text: str) -> None:
+    """Write a whole text file so that no reader sees it half written.
+
+    A trainer polls for an epoch's ``_manifest.json`` while the scheduler writes it, so on local
+    disks and HDFS the text goes to a hidden sibling first and is renamed into place; an object
+    store shows an object only once its upload is complete.
+    """
     fs, path = filesystem(uri)
-    fs.create_dir(os.path.dirname(path), recursive=True)
-    with fs.open_output_stream(path) as out:
+    folder, name = os.path.split(path)
+    fs.create_dir(folder, recursive=True)
+    if not isinstance(fs, (pafs.LocalFileSystem, pafs.HadoopFileSystem)):
+        with fs.open_output_stream(path) as out:
+            out.write(text.encode())
+        return
+    hidden = f"{folder}/.{name}.{uuid.uuid4().hex[:12]}"
+    with fs.open_output_stream(hidden) as out:
         out.write(text.encode())
+    if isinstance(fs, pafs.HadoopFileSystem) and fs.get_file_info(path).type != pafs.FileType.NotFound:
+        fs.delete_file(path)   # an HDFS rename does not overwrite
+    fs.move(hidden, path)
 
 
 def read_text(uri: str) -> str:
