@@ -522,7 +522,6 @@ def run(config: dict, root: str) -> dict:
     Returns:
         The manifest; its ``report`` field is evaluation.json's object and ``markdown`` the summary.
     """
-    from model.train import write_atomic
     from pipeline import query
 
     started = time.time()
@@ -531,11 +530,11 @@ def run(config: dict, root: str) -> dict:
     storage.delete(storage.join(reports, storage.MANIFEST))
     report, test = evaluate(root, config)
     summary = markdown(report)
-    write_atomic(storage.join(reports, "evaluation.json"), (json.dumps(report, indent=2) + "\n").encode())
-    write_atomic(storage.join(reports, "evaluation.md"), summary.encode())
-    write_atomic(storage.join(reports, "evaluation_pr.png"), plot_curves(report))
-    write_atomic(storage.join(reports, "evaluation_examples.png"),
-                 plot_examples(root, config, report, test, query.read_vocab_tags(root)))
+    storage.write_text(storage.join(reports, "evaluation.json"), json.dumps(report, indent=2) + "\n")
+    storage.write_text(storage.join(reports, "evaluation.md"), summary)
+    storage.write_bytes(storage.join(reports, "evaluation_pr.png"), plot_curves(report))
+    storage.write_bytes(storage.join(reports, "evaluation_examples.png"),
+                        plot_examples(root, config, report, test, query.read_vocab_tags(root)))
     sizes = report["sizes"]
     left_out = sizes["test_split_images"] - sizes["test_images"] - sizes["without_features"]
     manifest = storage.write_manifest(

@@ -105,7 +105,6 @@ import json
 import os
 import tempfile
 import time
-import uuid
 from datetime import datetime, timezone
 
 import numpy as np
@@ -309,16 +308,6 @@ def validate(projection, tag_vectors: np.ndarray, tag_bias: np.ndarray, validati
 
 # --- outputs -----------------------------------------------------------------------------------
 
-def write_atomic(uri: str, data: bytes) -> None:
-    """Write a file so a reader sees the old one or the new one, never half of it (temp + rename)."""
-    fs, path = storage.filesystem(uri)
-    fs.create_dir(os.path.dirname(path), recursive=True)
-    temporary = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
-    with fs.open_output_stream(temporary) as out:
-        out.write(data)
-    fs.move(temporary, path)   # a rename on local disks and HDFS; copy + delete on object stores
-
-
 def scalar(name: str, value: float, step: int) -> None:
     """Write one TensorBoard scalar to the default summary writer.
 
@@ -375,12 +364,12 @@ def write_outputs(root: str, projection, tag_vectors: np.ndarray, tag_bias: np.n
         path = os.path.join(tmp, "projection.keras")
         projection.save(path)
         with open(path, "rb") as fh:
-            write_atomic(storage.join(root, "model", "projection.keras"), fh.read())
+            storage.write_bytes(storage.join(root, "model", "projection.keras"), fh.read())
     for name, values in (("tag_vectors", tag_vectors), ("tag_bias", tag_bias)):
         buffer = io.BytesIO()
         np.save(buffer, values)
-        write_atomic(storage.join(root, "model", f"{name}.npy"), buffer.getvalue())
-    write_atomic(storage.join(root, "reports", "train.png"), plot_history(history))
+        storage.write_bytes(storage.join(root, "model", f"{name}.npy"), buffer.getvalue())
+    storage.write_bytes(storage.join(root, "reports", "train.png"), plot_history(history))
 
 
 # --- the loop ----------------------------------------------------------------------------------
@@ -473,7 +462,7 @@ def run(config: dict, root: str) -> dict:
             progress = {"epoch": epoch_done, "step": step, **{k: last.get(k) for k in (
                 "train_loss", "val_loss", "val_p_at_5", "val_r_at_5", "val_f1")}, **popularity,
                 "history": history, "updated": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-            write_atomic(storage.join(model_uri, "progress.json"), (json.dumps(progress, indent=2) + "\n").encode())
+            storage.write_text(storage.join(model_uri, "progress.json"), json.dumps(progress, indent=2) + "\n")
 
     rows_trained, train_seconds = 0, 0.0
     for epoch in range(done + 1, params["epochs"] + 1):

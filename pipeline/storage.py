@@ -80,26 +80,36 @@ def delete(uri: str) -> None:
         fs.delete_file(path)
 
 
-def write_text(uri: str, text: str) -> None:
-    """Write a whole text file so that no reader sees it half written.
+def write_bytes(uri: str, data: bytes) -> None:
+    """Write a whole file so that a reader sees the old one or the new one, never half of it.
 
-    A trainer polls for an epoch's ``_manifest.json`` while the scheduler writes it, so on local
-    disks and HDFS the text goes to a hidden sibling first and is renamed into place; an object
-    store shows an object only once its upload is complete.
+    Readers poll while writers rewrite: a trainer waits for an epoch's ``_manifest.json``, which the
+    sample stage writes once the epoch's folder is in place; the scheduler reads the trainer's
+    ``progress.json``. On local disks and HDFS the bytes go to a hidden sibling (which no Spark,
+    pyarrow or Petastorm reader takes for data) renamed into place; an object store shows an
+    object only once its upload is complete, so there they are written directly.
     """
     fs, path = filesystem(uri)
     folder, name = os.path.split(path)
     fs.create_dir(folder, recursive=True)
-    if not isinstance(fs, (pafs.LocalFileSystem, pafs.HadoopFileSystem)):
-        with fs.open_output_stream(path) as out:
-            out.write(text.encode())
-        return
-    hidden = f"{folder}/.{name}.{uuid.uuid4().hex[:12]}"
-    with fs.open_output_stream(hidden) as out:
-        out.write(text.encode())
-    if isinstance(fs, pafs.HadoopFileSystem) and fs.get_file_info(path).type != pafs.FileType.NotFound:
-        fs.delete_file(path)   # an HDFS rename does not overwrite
-    fs.move(hidden, path)
+    renames = _renames_atomically(fs)
+    target = f"{folder}/.{name}.{uuid.uuid4().hex[:12]}" if renames else path
+    with fs.open_output_stream(target) as out:
+        out.write(data)
+    if renames:
+        if isinstance(fs, pafs.HadoopFileSystem) and fs.get_file_info(path).type != pafs.FileType.NotFound:
+            fs.delete_file(path)   # an HDFS rename does not overwrite
+        fs.move(target, path)
+
+
+def write_text(uri: str, text: str) -> None:
+    """:func:`write_bytes` of ``text`` as UTF-8."""
+    write_bytes(uri, text.encode())
+
+
+def _renames_atomically(fs: pafs.FileSystem) -> bool:
+    """Local disks and HDFS rename a file or folder in one step; object stores copy and delete."""
+    return isinstance(fs, (pafs.LocalFileSystem, pafs.HadoopFileSystem))
 
 
 def read_text(uri: str) -> str:
@@ -125,8 +135,8 @@ def replace(staged_uri: str, final_uri: str) -> None:
     fs, staged = filesystem(staged_uri)
     _, final = filesystem(final_uri)
     fs.create_dir(os.path.dirname(final.rstrip("/")), recursive=True)
-    if isinstance(fs, pafs.LocalFileSystem) or isinstance(fs, pafs.HadoopFileSystem):
-        fs.move(staged, final)   # a rename: atomic on local disks and HDFS
+    if _renames_atomically(fs):
+        fs.move(staged, final)
     else:
         # Object stores have no folder rename; copy, then drop the staging copy.
         pafs.copy_files(staged, final, source_filesystem=fs, destination_filesystem=fs)
