@@ -14,7 +14,10 @@ Two views of the same predictions (the image-annotation literature reports both)
   tags, F1 = harmonic mean of the two averages, N+ = tags recalled at least once. Frequent tags
   cannot carry this view: a method that always predicts the same five tags scores near zero.
 
-Retrieval (:func:`average_precision`): each tag is a query, the test images ranked by a score.
+Retrieval (:func:`average_precision`, :func:`mean_average_precision`): each tag is a query, the
+test images ranked by a score. :func:`summary` gathers every figure of one method (what the evaluate
+stage reports per method): per-tag P/R/F1/N+ and per-image P@k/R@k at :data:`TOP_K`, mAP, and the
+curves for k = 1..:data:`CURVE_K`.
 """
 from __future__ import annotations
 
@@ -22,6 +25,8 @@ import numpy as np
 
 # Scores computed at once while ranking: [rows, V] float32 stays around 64 MiB.
 SCORE_BLOCK = 1 << 24
+TOP_K = 5                # the reported cut-off: tags predicted per image for P/R/F1/N+ and P@k/R@k
+CURVE_K = 10             # the precision/recall curves go from k = 1 to this
 
 
 def top_k_of_scores(scores: np.ndarray, k: int) -> np.ndarray:
@@ -199,7 +204,66 @@ def average_precision(scores: np.ndarray, relevant: np.ndarray) -> np.ndarray:
     return np.divide(sums, total, out=np.full(scores.shape[1], np.nan), where=total > 0)
 
 
-def popularity_top_k(images_per_tag: np.ndarray, n: int, k: int = 5) -> np.ndarray:
-    """The baseline ranking: the k most frequent tags for every one of n images, int32[n, k]."""
-    best = np.argsort(-np.asarray(images_per_tag), kind="stable")[:k].astype(np.int32)
-    return np.tile(best, (n, 1))
+
+def mean_average_precision(image_scores, offsets: np.ndarray, tag_ids: np.ndarray, vocab_size: int) -> dict:
+    """Retrieval: each tag with a relevant image queries the N images; the mean of their average precisions.
+
+    Args:
+        image_scores: callable, int[Q] tag ids -> float[N, Q] scores of every image for those tags.
+        offsets, tag_ids: the true tags of the N images; vocab_size: number of tags (ids < vocab_size).
+
+    Returns:
+        ``{"map", "map_random", "queries"}``; map_random is the mean share of relevant images, about
+        what a random ranking scores; both None when there is no query.
+    """
+    n = len(offsets) - 1
+    relevant_counts = np.bincount(np.asarray(tag_ids, np.int64)[:int(offsets[-1])], minlength=vocab_size)
+    queries = np.flatnonzero(relevant_counts)
+    if len(queries) == 0 or n == 0:
+        return {"map": None, "map_random": None, "queries": 0}
+    block = max(1, SCORE_BLOCK // (4 * n))
+    precisions = [average_precision(image_scores(chunk), relevance(offsets, tag_ids, chunk))
+                  for chunk in (queries[s:s + block] for s in range(0, len(queries), block))]
+    return {"map": float(np.mean(np.concatenate(precisions))),
+            "map_random": float(np.mean(relevant_counts[queries] / n)), "queries": int(len(queries))}
+
+
+def curves(top_ids: np.ndarray, offsets: np.ndarray, tag_ids: np.ndarray, vocab_size: int,
+           curve_k: int = CURVE_K) -> dict:
+    """Precision and recall as the number of predicted tags grows, k = 1..min(curve_k, top_ids.shape[1]).
+
+    Returns:
+        ``{"k", "p_at_k", "r_at_k", "precision", "recall"}``, each a list over k: per-image P@k and R@k
+        (:func:`precision_recall_at_k`) and per-tag mean precision and recall (:func:`per_tag_metrics`).
+    """
+    curve = {"k": [], "p_at_k": [], "r_at_k": [], "precision": [], "recall": []}
+    for k in range(1, min(curve_k, top_ids.shape[1]) + 1):
+        p, r = precision_recall_at_k(top_ids[:, :k], offsets, tag_ids)
+        at_k = per_tag_metrics(top_ids[:, :k], offsets, tag_ids, vocab_size)
+        for key, value in (("k", k), ("p_at_k", p), ("r_at_k", r), ("precision", at_k["precision"]),
+                           ("recall", at_k["recall"])):
+            curve[key].append(value)
+    return curve
+
+
+def summary(top_ids: np.ndarray, offsets: np.ndarray, tag_ids: np.ndarray, vocab_size: int,
+            image_scores=None) -> dict:
+    """Every figure of one method from its ranked tags and, if it ranks images for a tag, its image scores.
+
+    Args:
+        top_ids: int[N, >= CURVE_K] each image's predicted tags, best first.
+        offsets, tag_ids: the true tags of the N images; vocab_size: V.
+        image_scores: None, or as for :func:`mean_average_precision`.
+
+    Returns:
+        ``precision``, ``recall``, ``f1``, ``n_plus``, ``tags`` (per tag, at TOP_K), ``p_at_5``, ``r_at_5``
+        (per image, at TOP_K), ``images`` (with a true tag), ``map``/``map_random``/``map_queries``
+        (None, None, 0 without image_scores), and ``curve`` (:func:`curves`).
+    """
+    per_tag = per_tag_metrics(top_ids[:, :TOP_K], offsets, tag_ids, vocab_size)
+    p_at_k, r_at_k = precision_recall_at_k(top_ids[:, :TOP_K], offsets, tag_ids)
+    retrieval = mean_average_precision(image_scores, offsets, tag_ids, vocab_size) if image_scores else \
+        {"map": None, "map_random": None, "queries": 0}
+    return {**per_tag, "p_at_5": p_at_k, "r_at_5": r_at_k, "images": int((np.diff(offsets) > 0).sum()),
+            "map": retrieval["map"], "map_random": retrieval["map_random"], "map_queries": retrieval["queries"],
+            "curve": curves(top_ids, offsets, tag_ids, vocab_size)}

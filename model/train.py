@@ -388,7 +388,7 @@ def run(config: dict, root: str) -> dict:
     """
     import keras
     import tensorflow as tf
-    from model import data, metrics
+    from model import baselines, data, metrics
     from model.projection import TagTable, build_projection, tag_bias
 
     started = time.time()
@@ -413,8 +413,8 @@ def run(config: dict, root: str) -> dict:
         raise Im2vecError(f"no validation image has both tags and features under {root}: check the "
                           "validation split (validation_fraction) and the features stage")
     feature_dim = validation["feature"].shape[1]
-    popular = metrics.popularity_top_k(data.train_tag_counts(root, vocab.num_rows), len(validation["photo_id"]),
-                                       TOP_K)
+    popular = baselines.popularity_top_k(data.train_tag_counts(root, vocab.num_rows), len(validation["photo_id"]),
+                                         TOP_K)
     popularity = dict(zip(("popularity_p_at_5", "popularity_r_at_5"),
                           metrics.precision_recall_at_k(popular, validation["offsets"], validation["tag_ids"])))
     popularity["popularity_f1"] = metrics.per_tag_metrics(popular, validation["offsets"], validation["tag_ids"],

@@ -177,7 +177,7 @@ def cmd_train(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from jobs import evaluate
+    from model import evaluate
 
     manifest = evaluate.run(_load_config(args), storage.to_uri(args.root))
     print(manifest["markdown"])

@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from jobs import evaluate
+from model import evaluate
 from pipeline import cli, storage
 from tests.integration.conftest import make_config, needs_openclipart
 

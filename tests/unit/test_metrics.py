@@ -1,9 +1,8 @@
-"""model.metrics against hand-computed examples, and the knn baseline's pieces (jobs.evaluate)."""
+"""model.metrics against hand-computed examples, and the knn baseline's pieces (model.baselines)."""
 import numpy as np
 import pytest
 
-from jobs import evaluate
-from model import metrics
+from model import baselines, metrics
 
 
 def ragged(lists):
@@ -50,7 +49,7 @@ def test_per_tag_precision_recall_f1_and_n_plus_by_hand():
 def test_a_tag_never_predicted_has_precision_zero_and_popularity_scores_low():
     # 3 images, tags 0..3; every image gets the same two tags (0, 1), as the popularity baseline does.
     offsets, tag_ids = ragged([[0], [0, 2], [3]])
-    top = metrics.popularity_top_k(np.array([9, 5, 1, 1]), n=3, k=2)
+    top = baselines.popularity_top_k(np.array([9, 5, 1, 1]), n=3, k=2)
     assert top.tolist() == [[0, 1]] * 3
     result = metrics.per_tag_metrics(top, offsets, tag_ids, 4)
     # evaluated tags 0, 2, 3 (tag 1 is on no image). P: tag 0 = 2/3, tags 2 and 3 never predicted = 0
@@ -105,7 +104,7 @@ def test_top_k_of_scores_breaks_ties_by_column_and_matches_a_full_sort():
 def test_mean_average_precision_over_tags_with_a_relevant_image():
     offsets, tag_ids = ragged([[0], [0, 2], [3], []])          # tag 1 is on no image: not a query
     scores = np.array([[0.9, 0.1, 0.2, 0.3], [0.8, 0.2, 0.1, 0.0], [0.1, 0.3, 0.9, 0.9], [0.0, 0.0, 0.8, 0.1]])
-    result = evaluate.mean_average_precision(lambda ids: scores[:, ids], offsets, tag_ids, 4)
+    result = metrics.mean_average_precision(lambda ids: scores[:, ids], offsets, tag_ids, 4)
     # tag 0: rows 0, 1 first -> 1; tag 2: row 1 (0.1) ranks 4th (0.9, 0.8, 0.2, 0.1) -> 1/4; tag 3: row 2 first -> 1
     assert result["queries"] == 3
     assert result["map"] == pytest.approx((1 + 1 / 4 + 1) / 3)
@@ -115,10 +114,11 @@ def test_mean_average_precision_over_tags_with_a_relevant_image():
 # --- the knn baseline's pieces -------------------------------------------------------------------
 
 def test_merge_nearest_keeps_the_k_best_over_blocks():
-    scores, ids = evaluate.merge_nearest(np.full((1, 0), -np.inf, np.float32), np.zeros((1, 0), np.int64),
-                                         np.array([[0.5]], np.float32), np.array([7]), 2)
+    scores, ids = baselines.merge_nearest(np.full((1, 0), -np.inf, np.float32), np.zeros((1, 0), np.int64),
+                                          np.array([[0.5]], np.float32), np.array([7]), 2)
     assert scores.tolist() == [[0.5]] and ids.tolist() == [[7]]
-    scores, ids = evaluate.merge_nearest(scores, ids, np.array([[0.9, 0.1, 0.6]], np.float32), np.array([1, 2, 3]), 2)
+    scores, ids = baselines.merge_nearest(scores, ids, np.array([[0.9, 0.1, 0.6]], np.float32), np.array([1, 2, 3]),
+                                          2)
     np.testing.assert_allclose(scores, [[0.9, 0.6]])
     assert ids.tolist() == [[1, 3]]
 
@@ -127,8 +127,8 @@ def test_votes_sum_neighbour_cosines_per_tag():
     # Neighbour tag lists: row 0 = {0, 1}, row 1 = {1}, row 2 = {2}.
     offsets, tag_ids = ragged([[0, 1], [1], [2]])
     # Image 0's neighbours: rows 0 (cosine 0.9) and 1 (0.5); image 1's: rows 2 (0.8) and 0 (0.2).
-    votes = evaluate.Votes(np.array([[0.9, 0.5], [0.8, 0.2]], np.float32), np.array([[0, 1], [2, 0]]),
-                           offsets, tag_ids, 4)
+    votes = baselines.Votes(np.array([[0.9, 0.5], [0.8, 0.2]], np.float32), np.array([[0, 1], [2, 0]]),
+                            offsets, tag_ids, 4)
     # image 0: tag 0 = 0.9, tag 1 = 0.9 + 0.5; image 1: tag 2 = 0.8, tags 0 and 1 = 0.2 each
     np.testing.assert_allclose(votes.row_block(0, 2), [[0.9, 1.4, 0, 0], [0.2, 0.2, 0.8, 0]], rtol=1e-6)
     np.testing.assert_allclose(votes.column_block(np.array([1, 2])), [[1.4, 0], [0.2, 0.8]], rtol=1e-6)

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from model import metrics, train
+from model import baselines, metrics, train
 from model.projection import (TagTable, build_projection, merge_rows, negative_sampling_loss, ranking_loss,
                               scores, softmax_loss, tag_bias)
 
@@ -183,7 +183,7 @@ def test_precision_and_recall_at_k_by_hand():
 
 
 def test_popularity_ranks_the_most_frequent_tags():
-    top = metrics.popularity_top_k(np.array([5, 50, 1, 50, 20]), n=3, k=3)
+    top = baselines.popularity_top_k(np.array([5, 50, 1, 50, 20]), n=3, k=3)
     assert top.tolist() == [[1, 3, 4]] * 3
 
 

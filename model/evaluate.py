@@ -1,0 +1,323 @@
+"""evaluate: how well the trained model tags and retrieves the held-out test images, against baselines.
+
+Reads (ROOT = the run root URI; every read is in :func:`load` and the readers beside it):
+    ROOT/tagged/          the test split (by user, so no test user's photos were trained on) and the
+                          train split (the baselines' training images)
+    ROOT/vocab/ zero_shot/  the vocabulary; the tags the vocab stage held out (zero_shot_fraction)
+    ROOT/features/        CNN features; ROOT/model/ and ROOT/wordvec/words.kv (pipeline.query.load_model)
+    ROOT/clean/           the test images' original tags (zero-shot ground truth, the example grid)
+Writes ROOT/reports/ (model/report.py draws them):
+    evaluation.json       one object per method (im2vec, popularity, knn, zero_shot): model.metrics.summary
+    evaluation.md         the same as a Markdown table (``im2vec evaluate`` prints it)
+    evaluation_pr.png     precision and recall at k = 1..10, per method
+    evaluation_examples.png  test images with their predicted and original tags
+    _manifest.json        last: rows_in = test-split images = rows_out (images evaluated)
+                          + without_features + left_out (beyond evaluation_images); rows_rejected = 0
+
+The test set: the test-split images of tagged/ that have features; when there are more than
+``evaluation_images``, those with the smallest hash of (seed, photo_id), the same on every run.
+An image's true tags are its vocabulary tags (tagged/).
+
+Methods: ``im2vec``, the trained model, ranks tags by g(f)·v_t + tag_bias_t as ``im2vec tag`` ranks
+them (pipeline.query) and images for a tag by cosine(g(f), v_t); ``popularity``, ``knn`` and
+``zero_shot`` are in model/baselines.py (zero_shot's ground truth: the test images' clean/ tags among
+the held-out tags). Metrics at k = 5 (model/metrics.py): per-tag precision, recall, F1 and N+ (the
+JEC/TagProp/FastTag protocol), per-image P@5 and R@5, and the mean average precision of word
+queries. ``ms_per_image`` (im2vec, knn) is the compute time per query image to produce its tags,
+reading excluded: im2vec embeds and scores V tags, knn scans every training image.
+"""
+from __future__ import annotations
+
+import functools
+import io
+import json
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+
+from model import baselines, metrics
+from model.report import EXAMPLES, METHODS, markdown, plot_curves, plot_examples
+from pipeline import Im2vecError, sampling, storage
+
+KEYS = ("seed", "evaluation_images", "knn_k")
+KNN_BLOCK = 4096         # training images compared with the whole test set at once
+
+
+def log(message: str) -> None:
+    print(f"[im2vec] evaluate: {message}", flush=True)
+
+
+def parameters(config: dict) -> dict:
+    """The configuration values evaluate uses (:data:`KEYS`), checked and typed."""
+    try:
+        params = {"seed": int(config["seed"]), "evaluation_images": int(config["evaluation_images"]),
+                  "knn_k": int(config["knn_k"])}
+    except (TypeError, ValueError) as err:
+        raise Im2vecError(f"evaluate: a config value has the wrong type: {err}") from None
+    if params["evaluation_images"] < 1 or params["knn_k"] < 1:
+        raise Im2vecError("evaluation_images and knn_k must be at least 1")
+    return params
+
+
+# --- reading: the one place that reads the run root ---------------------------------------------
+
+@dataclass
+class Inputs:
+    """What evaluate reads (:func:`load`): arrays read at once, and readers for what is read as needed.
+
+    Attributes:
+        model: pipeline.query.Model; vocab_manifest, train_manifest: the vocab and train manifests.
+        test: :func:`evaluation_set`; train_ids: sorted int64 train-split photo ids;
+        train_counts: int64[V] train-split images per tag; held_out: :func:`held_out_tags`.
+        feature_blocks: () -> the training images' ``(photo_id, feature float32)`` blocks.
+        neighbour_tags: :func:`neighbour_tags` on this root; photo_tags: photo ids -> {photo_id: clean/ tags};
+        images: photo ids -> PIL images or None (:func:`read_images`).
+    """
+    model: object
+    vocab_manifest: dict
+    train_manifest: dict
+    test: dict
+    train_ids: np.ndarray
+    train_counts: np.ndarray
+    held_out: list[str] | None
+    feature_blocks: Callable
+    neighbour_tags: Callable
+    photo_tags: Callable
+    images: Callable
+
+
+def load(root: str, config: dict, params: dict) -> Inputs:
+    """Read what evaluating ``root`` needs (see the module docstring); raises Im2vecError when an input is missing."""
+    from model import data
+    from pipeline import query
+
+    vocab_manifest = storage.read_manifest(storage.join(root, "vocab"))
+    if vocab_manifest is None:
+        raise Im2vecError(f"{storage.join(root, 'vocab')} is missing or incomplete: run `im2vec vocab` first")
+    model = query.load_model(root)
+    test = evaluation_set(root, limit=params["evaluation_images"], seed=params["seed"])
+    train_ids = train_photo_ids(root)
+    return Inputs(model=model, vocab_manifest=vocab_manifest,
+                  train_manifest=storage.read_manifest(storage.join(root, "model")) or {}, test=test,
+                  train_ids=train_ids, train_counts=data.train_tag_counts(root, len(model.tags)),
+                  held_out=held_out_tags(root), feature_blocks=functools.partial(feature_blocks, root, train_ids),
+                  neighbour_tags=functools.partial(neighbour_tags, root),
+                  photo_tags=functools.partial(query.photo_tags, root),
+                  images=functools.partial(read_images, root, config))
+
+
+def _dataset(uri: str) -> ds.Dataset:
+    fs, path = storage.filesystem(uri)
+    return ds.dataset(path, filesystem=fs, format="parquet")
+
+
+def ragged(lists: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """A list<int> array -> (offsets int64[N + 1] from 0, values int32[offsets[-1]]) (model.metrics' layout)."""
+    lists = lists.combine_chunks() if isinstance(lists, pa.ChunkedArray) else lists
+    offsets = lists.offsets.to_numpy().astype(np.int64)
+    values = lists.values.to_numpy()[offsets[0]:offsets[-1]].astype(np.int32)
+    return offsets - offsets[0], values
+
+
+def evaluation_set(root: str, *, limit: int, seed: int) -> dict:
+    """The test images: their features and vocabulary tags.
+
+    Returns:
+        ``photo_id`` int64[N], ``feature`` float32[N, D], ``offsets`` int64[N + 1] and ``tag_ids``
+        int32[...] (true tags), and the counts ``split_images`` (test-split images in tagged/) and
+        ``without_features`` (of the candidates looked at, those with no features).
+    """
+    from pipeline import query
+
+    tagged = _dataset(storage.join(root, "tagged")).to_table(
+        columns=["photo_id", "tag_ids"], filter=pc.field("split") == "test")
+    photo_id = tagged.column("photo_id").to_numpy()
+    order = np.lexsort((photo_id, sampling.mix64(photo_id.astype(np.uint64) ^ np.uint64(seed))))
+    # Walk the hash order until `limit` images have features: features rejects a few images.
+    chosen, features, without, start = [], [], 0, 0
+    while sum(map(len, chosen)) < limit and start < len(order):
+        need = limit - sum(map(len, chosen))
+        wanted = photo_id[order[start:start + 2 * need + 16]]
+        start += len(wanted)
+        found, feature = query.read_features(root, wanted)
+        without += len(wanted) - len(found)
+        chosen.append(found[:need])
+        features.append(feature[:need])
+    found = np.concatenate(chosen) if chosen else np.zeros(0, np.int64)
+    if len(found) == 0:
+        raise Im2vecError(f"no test-split image of {root}/tagged has features: check test_fraction and the "
+                          "features stage")
+    position = pc.index_in(pa.array(found), tagged.column("photo_id").combine_chunks()).to_numpy()
+    offsets, tag_ids = ragged(tagged.column("tag_ids").take(pa.array(position)))
+    return {"photo_id": found, "feature": np.concatenate(features), "offsets": offsets, "tag_ids": tag_ids,
+            "split_images": len(photo_id), "without_features": without}
+
+
+def train_photo_ids(root: str) -> np.ndarray:
+    """Sorted int64 photo ids of the train split (tagged/)."""
+    table = _dataset(storage.join(root, "tagged")).to_table(columns=["photo_id"], filter=pc.field("split") == "train")
+    return np.unique(table.column("photo_id").to_numpy())
+
+
+def held_out_tags(root: str) -> list[str] | None:
+    """The tags the vocab stage held out (ROOT/zero_shot/), most frequent first; None if there is no list."""
+    uri = storage.join(root, "zero_shot")
+    if not storage.exists(uri):
+        return None
+    table = _dataset(uri).to_table(columns=["tag", "images"])
+    return [t for _, t in sorted(zip((-table.column("images").to_numpy()).tolist(), table.column("tag").to_pylist()))]
+
+
+def feature_blocks(root: str, train_ids: np.ndarray):
+    """Yield ``(photo_id int64[B], feature float32[B, D])`` of the images of features/ in ``train_ids``
+    (sorted int64), KNN_BLOCK rows of features/ at a time (blocks without one are skipped)."""
+    from pipeline import query
+
+    scanner = _dataset(storage.join(root, "features")).scanner(columns=["photo_id", "feature"], batch_size=KNN_BLOCK)
+    for batch in scanner.to_batches():
+        ids = batch.column(0).to_numpy()
+        at = np.minimum(np.searchsorted(train_ids, ids), max(len(train_ids) - 1, 0))
+        keep = train_ids[at] == ids if len(train_ids) else np.zeros(len(ids), bool)
+        if keep.any():
+            yield ids[keep], query.decode_features(batch.column(1).filter(pa.array(keep)))
+
+
+def neighbour_tags(root: str, photo_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The vocabulary tags of some training images: (row int64[N, k] into the lists, offsets, tag_ids)."""
+    unique = np.unique(photo_ids)
+    table = _dataset(storage.join(root, "tagged")).to_table(
+        columns=["photo_id", "tag_ids"], filter=pc.field("photo_id").isin(pa.array(unique)))
+    table = table.take(pc.sort_indices(table, [("photo_id", "ascending")]))
+    offsets, tag_ids = ragged(table.column("tag_ids"))
+    rows = np.searchsorted(table.column("photo_id").to_numpy(), photo_ids)
+    return rows, offsets, tag_ids
+
+
+def read_images(root: str, config: dict, photo_ids: np.ndarray) -> list:
+    """PIL images (or None) of some photos, through the features stage's ``images`` template."""
+    from PIL import Image
+
+    from pipeline import imagesource
+
+    features = storage.read_manifest(storage.join(root, "features")) or {}
+    text = (features.get("parameters") or {}).get("images") or config.get("images")
+    if not text:
+        return [None] * len(photo_ids)
+    template = imagesource.parse_template(text)
+    clean = _dataset(storage.join(root, "clean")).to_table(
+        columns=list(dict.fromkeys(["photo_id", *template.columns])),
+        filter=pc.field("photo_id").isin(pa.array(photo_ids)))
+    uri_of = dict(zip(clean.column("photo_id").to_pylist(), template.expand(clean).to_pylist()))
+    reader = imagesource.source_for(config)
+    images = []
+    for photo_id in photo_ids.tolist():
+        fetched = reader.read(uri_of.get(photo_id))
+        try:
+            images.append(Image.open(io.BytesIO(fetched.data)).convert("RGBA") if fetched.data else None)
+        except OSError:
+            images.append(None)
+    return images
+
+
+# --- the methods ---------------------------------------------------------------------------------
+
+def zero_shot(inputs: Inputs, embeddings: np.ndarray, root: str) -> dict:
+    """The zero_shot object of the report (model.baselines.zero_shot); ``{"run": False, "reason"}`` if not run."""
+    from pipeline import query
+
+    held = inputs.held_out
+    if held:
+        photo_ids = inputs.test["photo_id"]
+        return baselines.zero_shot(embeddings, photo_ids, held, functools.partial(query.word_vector, inputs.model),
+                                   inputs.photo_tags(photo_ids))
+    fraction = float((inputs.vocab_manifest.get("parameters") or {}).get("zero_shot_fraction") or 0)
+    if not fraction:
+        reason = "zero_shot_fraction is 0: no tag was held out of training"
+    elif held is None:
+        reason = f"{storage.join(root, 'zero_shot')} is missing"
+    else:
+        reason = f"no tag was held out (zero_shot_fraction {fraction} of too few tags)"
+    return {"run": False, "reason": reason + " (run `im2vec vocab --set zero_shot_fraction=0.1` and the "
+            "stages after it)", "held_out": 0}
+
+
+def evaluate(inputs: Inputs, params: dict, root: str) -> tuple[dict, dict]:
+    """Run every method on the test set.
+
+    Returns:
+        ``(report, predictions)``: the evaluation.json object, and im2vec's and knn's ranked tags
+        (int32[N, CURVE_K] each).
+    """
+    from pipeline import query
+
+    model, test = inputs.model, inputs.test
+    size, n = len(model.tags), len(test["photo_id"])
+    truth = (test["offsets"], test["tag_ids"], size)
+    log(f"{n:,} test images (of {test['split_images']:,} in the test split), {size:,} tags")
+
+    started = time.perf_counter()
+    embeddings = query.embed(model, test["feature"])
+    top = metrics.top_k_tags(embeddings, model.tag_vectors, metrics.CURVE_K, model.tag_bias)
+    im2vec_seconds = time.perf_counter() - started
+    report = {"im2vec": {**metrics.summary(top, *truth, baselines.cosine_scores(embeddings, model.tag_vectors)),
+                         "ms_per_image": 1000 * im2vec_seconds / n}}
+    log(f"im2vec: F1 {report['im2vec']['f1']:.4f}")
+    report["popularity"] = metrics.summary(baselines.popularity_top_k(inputs.train_counts, n, metrics.CURVE_K), *truth)
+    knn_top, votes, knn_seconds = baselines.knn(test["feature"], inputs.feature_blocks(), inputs.neighbour_tags,
+                                                size, params["knn_k"])
+    report["knn"] = {**metrics.summary(knn_top, *truth, votes.column_block), "ms_per_image": 1000 * knn_seconds / n,
+                     "k": params["knn_k"]}
+    log(f"knn: F1 {report['knn']['f1']:.4f}")
+    report["zero_shot"] = zero_shot(inputs, embeddings, root)
+    report["sizes"] = {"test_images": n, "test_split_images": test["split_images"],
+                       "without_features": test["without_features"], "vocab_size": size,
+                       "train_images": int(len(inputs.train_ids)), "k": metrics.TOP_K}
+    trained_with = inputs.train_manifest.get("parameters") or {}
+    report["model"] = {"epoch": inputs.train_manifest.get("epoch"), **{key: trained_with[key] for key in (
+        "loss", "hidden_sizes", "tag_learning_rate", "tag_bias_strength", "batch_size", "learning_rate", "epochs")
+        if key in trained_with}}
+    return report, {"im2vec": top, "knn": knn_top}
+
+
+def examples_png(inputs: Inputs, predictions: dict) -> bytes:
+    """evaluation_examples.png of the first EXAMPLES test images (model.report.plot_examples)."""
+    test = inputs.test
+    shown = test["photo_id"][:EXAMPLES]
+    true_tags = [set(test["tag_ids"][test["offsets"][i]:test["offsets"][i + 1]].tolist()) for i in range(len(shown))]
+    return plot_examples(shown, inputs.images(shown), inputs.photo_tags(shown), true_tags, predictions,
+                         inputs.model.tags)
+
+
+def run(config: dict, root: str) -> dict:
+    """Evaluate the trained model under ``root`` and write ROOT/reports/ (see the module docstring).
+
+    Returns:
+        The manifest; its ``report`` field is evaluation.json's object and ``markdown`` the summary.
+    """
+    started = time.time()
+    root = storage.to_uri(root)
+    reports = storage.join(root, "reports")
+    storage.delete(storage.join(reports, storage.MANIFEST))
+    params = parameters(config)
+    inputs = load(root, config, params)
+    report, predictions = evaluate(inputs, params, root)
+    summary = markdown(report)
+    storage.write_text(storage.join(reports, "evaluation.json"), json.dumps(report, indent=2) + "\n")
+    storage.write_text(storage.join(reports, "evaluation.md"), summary)
+    storage.write_bytes(storage.join(reports, "evaluation_pr.png"), plot_curves(report))
+    storage.write_bytes(storage.join(reports, "evaluation_examples.png"), examples_png(inputs, predictions))
+    sizes = report["sizes"]
+    left_out = sizes["test_split_images"] - sizes["test_images"] - sizes["without_features"]
+    manifest = storage.write_manifest(
+        reports, "evaluate", rows_in=sizes["test_split_images"], rows_out=sizes["test_images"], rows_rejected=0,
+        without_features=sizes["without_features"], left_out=left_out,
+        metrics={name: {key: report[name].get(key) for key in ("precision", "recall", "f1", "n_plus", "map")}
+                 for name in METHODS},
+        parameters=params, inputs=[storage.join(root, name) for name in (
+            "tagged", "vocab", "zero_shot", "features", "model", "wordvec", "clean")], started=started)
+    return {**manifest, "report": report, "markdown": summary}
