@@ -9,10 +9,14 @@ DEMO_DATA ?= demo
 DEMO_ROOT ?= data/demo
 # Real data from Debian: openclipart (tagged clip art), darknet (test photos). The tests also
 # drive the web page in chromium through its driver.
-APT_PACKAGES := openclipart-svg openclipart-png darknet
+APT_PACKAGES := openclipart-svg openclipart-png darknet librsvg2-bin
 TEST_APT_PACKAGES := chromium chromium-driver
+# A second real corpus, from npm: the OpenMoji emoji set (`im2vec demo-data --corpus openmoji`, whose
+# default --source is this folder); its svgs are rendered with librsvg2-bin's rsvg-convert.
+OPENMOJI_VERSION := 17.0.0
+OPENMOJI_DIR := .cache/openmoji-$(OPENMOJI_VERSION)
 
-.PHONY: setup system-packages demo test test-fast clean-demo
+.PHONY: setup system-packages openmoji demo test test-fast clean-demo
 
 setup: system-packages $(BIN)/.installed
 
@@ -35,6 +39,21 @@ $(BIN)/.installed: setup.cfg pyproject.toml requirements-data.txt
 	$(BIN)/pip install -q --no-deps -r requirements-data.txt
 	touch $@
 
+openmoji: $(OPENMOJI_DIR)/.unpacked
+
+# npm pack fetches the package's tarball (4.3 MB) without installing anything; only the CSV, the
+# colour svgs and the licence are unpacked (15 MB of its 43). The stamp is written last: an
+# interrupted fetch starts over.
+$(OPENMOJI_DIR)/.unpacked:
+	@command -v npm >/dev/null || $(MAKE) --no-print-directory system-packages APT_PACKAGES=npm
+	@echo "fetching npm package openmoji@$(OPENMOJI_VERSION) into $(OPENMOJI_DIR)"
+	@rm -rf $(OPENMOJI_DIR) && mkdir -p $(OPENMOJI_DIR)
+	@cd $(OPENMOJI_DIR) && npm pack --silent --loglevel=error openmoji@$(OPENMOJI_VERSION) >/dev/null && \
+	  tar xzf openmoji-$(OPENMOJI_VERSION).tgz --strip-components=1 \
+	    package/data/openmoji.csv package/color/svg package/LICENSE.txt && \
+	  rm openmoji-$(OPENMOJI_VERSION).tgz
+	@touch $@
+
 # The whole pipeline: clean, vocab (10% of the tags held out for the zero-shot test), wordvec,
 # features, sample, train, index, evaluate; it ends with the evaluation summary.
 demo: setup
@@ -45,10 +64,10 @@ demo: setup
 	@echo "evaluation: $(DEMO_ROOT)/reports/evaluation.md; \`$(BIN)/im2vec status --root $(DEMO_ROOT)\` summarizes the run"
 	@echo "search it in a web page: $(BIN)/im2vec serve --root $(DEMO_ROOT)   then open http://127.0.0.1:8000/"
 
-test: setup
+test: setup openmoji
 	$(BIN)/pytest -q
 
-test-fast: setup
+test-fast: setup openmoji
 	$(BIN)/pytest -q -m "not slow"
 
 clean-demo:

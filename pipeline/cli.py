@@ -6,7 +6,7 @@ Contract (other tools call it; keep it stable)::
     im2vec clean --root ROOT --input PATH_OR_GLOB...
     im2vec run   --root ROOT --input PATH [--set images=TEMPLATE]
     im2vec synth --rows N --layout 23|25 --out PATH
-    im2vec demo-data --out DIR
+    im2vec demo-data --out DIR [--corpus openclipart|openmoji] [--source PATH]
     im2vec status --root ROOT
     im2vec evaluate --root ROOT
     im2vec serve --root ROOT [--port P] [--host 127.0.0.1]
@@ -110,9 +110,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=13)
     p.add_argument("--malformed", type=float, default=0.01, help="fraction of malformed rows")
 
-    p = sub.add_parser("demo-data", help="convert the openclipart corpus into YFCC metadata + images")
+    p = sub.add_parser("demo-data", help="convert a real corpus (openclipart, openmoji) into YFCC metadata + images")
     p.add_argument("--out", required=True, help="folder for metadata.tsv and images/")
     p.add_argument("--limit", type=int, default=0, help="at most this many images (0 = all)")
+    p.add_argument("--corpus", choices=["openclipart", "openmoji"], default="openclipart",
+                   help="openclipart: Debian's openclipart-svg/-png; openmoji: the npm package openmoji 17.0.0")
+    p.add_argument("--source", help="where the corpus is (default: openclipart /usr/share/openclipart; "
+                                    "openmoji .cache/openmoji-17.0.0 in the checkout, made by `make openmoji`)")
     return parser
 
 
@@ -344,9 +348,11 @@ def cmd_synth(args) -> int:
 
 
 def cmd_demo_data(args) -> int:
-    from pipeline import openclipart
+    from pipeline import openclipart, openmoji
 
-    summary = openclipart.write_demo_data(args.out, limit=args.limit)
+    corpus = {"openclipart": openclipart, "openmoji": openmoji}[args.corpus]
+    source = {"source": args.source} if args.source else {}
+    summary = corpus.write_demo_data(args.out, limit=args.limit, **source)
     print(f"[im2vec] demo-data: {json.dumps(summary)}")
     return 0
 

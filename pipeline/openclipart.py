@@ -74,12 +74,13 @@ _URL_SAFE = ":/?#[]@!$&'()*+,;=%~"
 _ISO_DATE = re.compile(r"(\d{4})[-/](\d{1,2})[-/](\d{1,2})\b")
 
 
-def write_demo_data(out: str, limit: int = 0) -> dict:
+def write_demo_data(out: str, limit: int = 0, source: str = CORPUS_ROOT) -> dict:
     """Convert the installed openclipart corpus into YFCC metadata plus an image folder.
 
     Args:
         out: output folder; a previous conversion in it is replaced.
         limit: at most this many images (0 = all, about 6,900 after de-duplication).
+        source: the corpus root, holding ``svg/`` and ``png/``.
 
     Returns:
         summary dict: ``out``, ``images`` (rows written), ``users`` (distinct user_id),
@@ -89,7 +90,7 @@ def write_demo_data(out: str, limit: int = 0) -> dict:
     Raises:
         Im2vecError: the corpus is not installed.
     """
-    return _convert(Path(CORPUS_ROOT), Path(out), limit)
+    return _convert(Path(source), Path(out), limit)
 
 
 def photo_id(svg_relative_path: str) -> int:
