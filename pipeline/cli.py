@@ -74,12 +74,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("index", help="embed every image with the trained model into index/ (Spark)")
     _common(p)
 
-    p = sub.add_parser("tag", help="the top-k tags of image files or photo ids")
+    p = sub.add_parser("tag", help="the top-k tags of image files, folders of them or photo ids",
+                       epilog="exit status: 0 every input was tagged; 1 some inputs could not be (each says why, "
+                              "the others are tagged); 2 none could be, or a usage error (no model, bad option)")
     p.add_argument("--root", required=True)
     p.add_argument("--k", type=int, default=5, help="tags per input")
     p.add_argument("--any-word", action="store_true", help="rank every word with a vector, not only the vocabulary")
-    p.add_argument("--json", action="store_true", help='print {input: [{"tag": ..., "score": ...}, ...]}')
-    p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_PHOTO_ID")
+    p.add_argument("--json", action="store_true", help='print {input: [{"tag": ..., "score": ...}, ...]}; '
+                   'an input that cannot be tagged gets {"error": reason, "detail": ...} instead')
+    p.add_argument("inputs", nargs="+", metavar="IMAGE_FOLDER_OR_PHOTO_ID",
+                   help="an image file, a folder (its .jpg/.jpeg/.png/.gif/.webp/.bmp/.tif/.tiff files, sorted) "
+                        "or a photo id in features/")
 
     p = sub.add_parser("search", help="the top-k images for a word or words (needs `im2vec index`)")
     p.add_argument("--root", required=True)
@@ -358,16 +363,22 @@ def cmd_demo_data(args) -> int:
 
 
 def cmd_tag(args) -> int:
-    from pipeline import query
+    from pipeline import tagging
 
-    ranked = query.tag_inputs(storage.to_uri(args.root), args.inputs, k=args.k, any_word=args.any_word)
+    ranked = tagging.tag_inputs(storage.to_uri(args.root), args.inputs, k=args.k, any_word=args.any_word)
+    failed = {name: error for name, error in ranked.items() if isinstance(error, tagging.InputError)}
     if args.json:
-        print(json.dumps({name: [{"tag": t, "score": round(s, 4)} for t, s in tags] for name, tags in ranked.items()}))
+        print(json.dumps({name: {"error": failed[name].reason, "detail": failed[name].detail} if name in failed
+                          else [{"tag": t, "score": round(s, 4)} for t, s in tags] for name, tags in ranked.items()}))
     else:
         for name, tags in ranked.items():
             print(name)
-            print("\n".join(f"  {rank:>3}  {score:8.3f}  {tag}" for rank, (tag, score) in enumerate(tags, 1)))
-    return 0
+            print(f"  error: {failed[name].reason}: {failed[name].detail}" if name in failed else
+                  "\n".join(f"  {rank:>3}  {score:8.3f}  {tag}" for rank, (tag, score) in enumerate(tags, 1)))
+    if not failed:
+        return 0
+    print(f"[im2vec] tag: {len(failed)} of {len(ranked)} inputs could not be tagged", file=sys.stderr)
+    return 2 if len(failed) == len(ranked) else 1
 
 
 def cmd_search(args) -> int:
