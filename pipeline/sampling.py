@@ -14,14 +14,20 @@ byte-identical draws. Two streams use the hash:
 
 Shapes: ``n`` images per batch, ``V`` tags in the vocabulary, ragged tag lists given as
 ``offsets`` (int64[n + 1]) and ``tag_ids`` (int32[offsets[-1]], ascending and unique per image).
+
+Sampling methods (config ``sampling``) are the entries of :data:`METHODS`: each says what the
+sample stage writes per image and what the trainer draws itself from a batch.
 """
 from __future__ import annotations
 
 import io
 from dataclasses import dataclass
+from typing import Callable, Mapping
 
 import numpy as np
 import pyarrow as pa
+
+from pipeline import Im2vecError
 
 # Redraws of a negative that hit one of the image's own tags before falling back to a uniform
 # draw from the tags it does not carry. With own tags holding mass q of neg_weight, a slot needs
@@ -40,6 +46,49 @@ _MUL1 = np.uint64(0xBF58476D1CE4E5B9)
 _MUL2 = np.uint64(0x94D049BB133111EB)
 _TO_UNIT = 2.0 ** -53
 
+
+@dataclass(frozen=True)
+class Method:
+    """A way of choosing each training row's positive and negative tags: one entry of :data:`METHODS`.
+
+    Attributes:
+        summary: what it does, in one line.
+        stage_negatives: True: the sample stage writes ``negatives`` (K) negatives per image into
+            ``neg_ids`` (:func:`draw_negatives`); False: it writes positives-only epochs (K = 0).
+            Either way it writes ``positives`` (P) positives per image (:func:`draw_positives`).
+        batch_negatives: what the trainer draws itself from each batch, in the graph: None (nothing:
+            the loss takes the epoch's ``neg_ids``), or a function ``(pos_ids int32[B, P], neg_ids
+            int32[B, K]) -> int32[B, K']``, the negatives the loss takes instead (model/train.py).
+    """
+    summary: str
+    stage_negatives: bool = True
+    batch_negatives: Callable | None = None
+
+    def written(self, positives: int, negatives: int) -> tuple[int, int]:
+        """``(P, K)``: the positives and negatives per image the sample stage writes, from the config's."""
+        return positives, negatives if self.stage_negatives else 0
+
+
+# A new method is one entry here (the sample stage and the trainer ask the entry, not its name).
+METHODS: dict[str, Method] = {
+    "presampled": Method("Option II: K negatives per image drawn for each epoch by neg_weight, never one of "
+                         "the image's own tags; P positives from its tags by pos_weight"),
+}
+
+
+def method(config: Mapping) -> Method:
+    """The entry of :data:`METHODS` named by the config key ``sampling`` (default ``presampled``).
+
+    Raises:
+        Im2vecError: an unknown name, with the known ones.
+    """
+    name = str(config.get("sampling") or "presampled")
+    if name not in METHODS:
+        raise Im2vecError(f"sampling: unknown method {name!r}; known methods: {', '.join(sorted(METHODS))}")
+    return METHODS[name]
+
+
+# --- counter-based random numbers ---------------------------------------------------------------
 
 def mix64(z: np.ndarray) -> np.ndarray:
     """splitmix64's finalizer: uint64 array -> uint64 array of the same shape, well mixed bits."""

@@ -203,3 +203,14 @@ def test_images_without_tags_get_plain_draws_beside_tagged_ones():
                                     tables.alias, 13, 1, 500)
     assert not {1, 63} & set(drawn[1]) and 5 not in drawn[3]
     assert {1, 63, 5} <= set(drawn[0]) | set(drawn[2])
+
+
+def test_the_sampling_method_is_a_registry_entry_named_by_config():
+    from pipeline import Im2vecError, config as configuration
+
+    presampled = sampling.method(configuration.load())
+    assert presampled is sampling.METHODS["presampled"] and sampling.method({}) is presampled
+    assert presampled.written(2, 20) == (2, 20) and presampled.batch_negatives is None
+    assert sampling.Method("positives only", stage_negatives=False).written(2, 20) == (2, 0)
+    with pytest.raises(Im2vecError, match=r"sampling: unknown method 'option_i'; known methods: presampled"):
+        sampling.method({"sampling": "option_i"})
