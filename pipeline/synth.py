@@ -3,10 +3,13 @@
 ``write(out, rows)`` writes a TSV in either layout of :mod:`pipeline.yfcc` that looks like the
 real dump to every stage downstream:
 
-* tags: a vocabulary of ~500k strings drawn Zipf-like (real English words and places at the
-  head, generated syllable words in the long tail), with multi-word, non-ASCII, comma, ``&``
-  and ``+`` tags, mixed-case duplicates ("Dog", "dog") and the noise the cleaner drops (years,
-  numbers, camera makers/models, meta tags like "flickr" or "iphoneography");
+* tags: an unbounded tag set drawn Zipf-like (real English words and places at the head,
+  generated syllable words after them), with multi-word, non-ASCII, comma, ``&`` and ``+``
+  tags, mixed-case duplicates ("Dog", "dog") and the noise the cleaner drops (years, numbers,
+  camera makers/models, meta tags like "flickr" or "iphoneography"). A power-law tail of
+  ever new words makes the distinct tags grow with the rows as in the real dump (Heaps' law):
+  ~160k distinct at 1M rows, ~500k at 4M, ~6M at 100M, most of them used once (~65% at 1M,
+  ~80% at 100M), ~800k on at least 3 photos at 100M (simulated draws; see HEAD_RANKS);
 * users: Zipf-distributed upload counts; a user's bulk uploads repeat one tag set (and one
   description), the leak the by-user split exists for; some users never tag (~40% of the
   photos are untagged), some geotag (~30% of the photos have coordinates);
@@ -22,7 +25,7 @@ and ``hash``. A malformed row is the same photo broken the same way in both layo
 
 Generation is vectorized over chunks of ``CHUNK_ROWS`` rows with numpy and pyarrow compute
 (strings are joined by Arrow, never row by row in Python, except the ~1% malformed rows), and
-streamed to the file: ~1M rows in well under a minute on 2 cores.
+streamed to the file: ~100k rows/s on an idle core (64M rows in ~11 min).
 """
 from __future__ import annotations
 
@@ -46,7 +49,16 @@ CHUNK_ROWS = 100_000
 MALFORMED = ["field_count", "bad_photo_id", "bad_escape", "oversize_field"]
 OVERSIZE_BYTES = 70_000      # > the clean stage's max_field_bytes (65536)
 
-TAIL_SIZE = 500_000          # generated long-tail tags
+# Tag ranks: the first HEAD_RANKS (real words, noise, then generated words) follow a Zipf(1.0)
+# head table; a share TAIL_MASS of all draws comes from an open-ended power-law tail beyond them,
+# rank HEAD_RANKS + floor(TAIL_SCALE * (U ** (-1 / (TAIL_EXPONENT - 1)) - 1)), whose distinct
+# tags keep growing with the rows like Heaps' law (~ draws ** (1 / TAIL_EXPONENT)), most of them
+# seen once. Every rank has its own string (_generated_tags), so the tag set is unbounded.
+HEAD_RANKS = 25_000
+TAIL_MASS = 0.2
+TAIL_EXPONENT = 1.25
+TAIL_SCALE = 500.0
+TAIL_RANKS = 100 ** 6 - HEAD_RANKS   # tail ranks wrap around here (6 syllables at most)
 UNTAGGED_USERS = 0.35        # users who (almost) never tag
 GEO_USERS = 0.35             # users who geotag most photos
 VIDEO_FRACTION = 0.01
@@ -204,7 +216,7 @@ class _World:
 
     def __init__(self, seed: int, rows: int):
         rng = np.random.default_rng([seed, 0])
-        self.tags = _tag_vocabulary(rng)                       # encoded, rank order
+        self.tags = _tag_vocabulary(rng)                       # encoded, ranks 0..HEAD_RANKS-1
         self.tag_cdf = _zipf_cdf(len(self.tags), exponent=1.0, offset=2.7)
         self.words = _text_words(rng, self.tags)
         self.word_cdf = _zipf_cdf(len(self.words), exponent=1.1, offset=1.0)
@@ -236,7 +248,7 @@ class _World:
         # The tag set and description a user's bulk uploads repeat.
         self.set_lengths = rng.integers(3, 13, n)
         self.set_starts = np.cumsum(self.set_lengths) - self.set_lengths
-        self.set_ids = _draw(rng, self.tag_cdf, int(self.set_lengths.sum()))
+        self.set_ids = _draw_tags(rng, self, int(self.set_lengths.sum()))
         self.descriptions = _descriptions(rng, self, n, empty=0.4)
 
 
@@ -252,11 +264,49 @@ def _draw(rng: np.random.Generator, cdf: np.ndarray, k: int) -> np.ndarray:
     return np.minimum(np.searchsorted(cdf, rng.random(k), side="right"), len(cdf) - 1)
 
 
+def _draw_tags(rng: np.random.Generator, world: "_World", k: int) -> np.ndarray:
+    """k tag ranks, int64[k]: from the Zipf head table, or (share TAIL_MASS) the power-law tail."""
+    ranks = _draw(rng, world.tag_cdf, k)
+    tail = rng.random(k) < TAIL_MASS
+    spread = np.minimum(TAIL_SCALE * ((1.0 - rng.random(k)) ** (-1.0 / (TAIL_EXPONENT - 1.0)) - 1.0), 1e15)
+    return np.where(tail, HEAD_RANKS + spread.astype(np.int64) % TAIL_RANKS, ranks)
+
+
+def _tag_strings(world: "_World", ranks: np.ndarray) -> pa.Array:
+    """The encoded tag of each rank, string[len(ranks)]: the head table's, or a generated one."""
+    head = ranks < len(world.tags)
+    strings = world.tags.take(pa.array(np.where(head, ranks, 0)))
+    if head.all():
+        return strings
+    return pc.replace_with_mask(strings, pa.array(~head), _generated_tags(ranks[~head]))
+
+
+CV_SYLLABLES = pa.array([c + v for c in "bcdfghjklmnprstvwxyz" for v in "aeiou"])   # 100, two letters each
+
+
+def _generated_tags(ranks: np.ndarray) -> pa.Array:
+    """A distinct lowercase ASCII word per rank, string[len(ranks)]: the rank's base-100 digits,
+    least significant first, as consonant-vowel syllables (3 to 6); by a hash of the rank, one
+    in ten is two words joined by "+", one in twenty ends in a number. Distinct ranks give
+    distinct words (two-letter syllables decode uniquely; "+" and the number are removable)."""
+    ranks = np.asarray(ranks, dtype=np.int64)
+    lengths = 3 + sum((ranks >= 100 ** p).astype(np.int64) for p in (3, 4, 5))
+    digits = (ranks[:, None] // 100 ** np.arange(6)) % 100
+    used = np.arange(6) < lengths[:, None]
+    words = _join_ragged(CV_SYLLABLES, digits[used], lengths, "")
+    hashed = ((ranks.astype(np.uint64) * np.uint64(0x9E3779B1)) % np.uint64(1_000_003)).astype(np.int64)
+    first = _join_ragged(CV_SYLLABLES, digits[:, :2].ravel(), np.full(len(ranks), 2), "")
+    rest = _join_ragged(CV_SYLLABLES, digits[used & (np.arange(6) >= 2)], lengths - 2, "")
+    number = pa.array(1 + hashed // 20 % 2015).cast(pa.string())
+    return pc.if_else(hashed % 20 < 2, pc.binary_join_element_wise(first, rest, "+"),
+                      pc.if_else(hashed % 20 == 2, pc.binary_join_element_wise(words, number, ""), words))
+
+
 def _tag_vocabulary(rng: np.random.Generator) -> pa.Array:
-    """Every tag, URL-encoded, most frequent first: a string array of ~TAIL_SIZE + 700 tags.
+    """The head tags, URL-encoded, most frequent first: a string array of HEAD_RANKS tags.
 
     Real words lead, noise tags sit among them, special and mixed-case ones further down,
-    then the generated long tail (lowercase ASCII words, some two-word, some with a number).
+    then generated words (:func:`_generated_tags` of their rank) fill the rest.
     """
     content = list(dict.fromkeys(CONTENT_TAGS))
     mixed_case = ([tag.capitalize() for tag in content[:200]] + [tag.upper() for tag in content[:40]]
@@ -266,15 +316,8 @@ def _tag_vocabulary(rng: np.random.Generator) -> pa.Array:
     for tags, low, high in [(NOISE_TAGS, 3, 300), (SPECIAL_TAGS, 20, 5000), (mixed_case, 300, 20000)]:
         ranked += [(rank - 0.5, tag) for rank, tag in zip(rng.integers(low, high, len(tags)), tags)]
     head = list(dict.fromkeys(quote_plus(tag) for _, tag in sorted(ranked, key=lambda pair: pair[0])))
-    tail = _syllable_words(rng, TAIL_SIZE + TAIL_SIZE // 4)
-    kind = rng.random(len(tail))
-    partner = tail.take(pa.array(rng.permutation(len(tail))))
-    number = pa.array(rng.integers(1, 2016, len(tail))).cast(pa.string())
-    tail = pc.if_else(kind < 0.1, pc.binary_join_element_wise(tail, partner, "+"),
-                      pc.if_else(kind < 0.2, pc.binary_join_element_wise(tail, number, ""), tail))
-    # Head ranks past len(content) (mixed case) interleave with the tail's top, as in real data.
-    vocabulary = pc.unique(pa.concat_arrays([pa.array(head), tail]))
-    return vocabulary[: len(head) + TAIL_SIZE]
+    # Head ranks past len(content) (mixed case) interleave with the generated words, as in real data.
+    return pa.concat_arrays([pa.array(head), _generated_tags(np.arange(len(head), HEAD_RANKS))])
 
 
 def _syllable_words(rng: np.random.Generator, n: int) -> pa.Array:
@@ -441,14 +484,16 @@ def _user_tags(rng: np.random.Generator, world: _World, user: np.ndarray,
     own_lengths = np.where(bulk, rng.integers(0, 3, n) * (rng.random(n) < 0.3),
                            np.where(tagged, np.minimum(rng.geometric(0.2, n), 75), 0))
     set_ids = world.set_ids[_ragged_positions(world.set_starts[user], set_lengths)]
-    own_ids = _draw(rng, world.tag_cdf, int(own_lengths.sum()))
+    own_ids = _draw_tags(rng, world, int(own_lengths.sum()))
     rows = np.concatenate([np.repeat(np.arange(n), set_lengths), np.repeat(np.arange(n), own_lengths)])
     ids = np.concatenate([set_ids, own_ids])
     order = np.argsort(rows, kind="stable")      # row order, set tags first within a row
     rows, ids = rows[order], ids[order]
-    _, first = np.unique(rows * len(world.tags) + ids, return_index=True)
+    _, first = np.unique(rows * (HEAD_RANKS + TAIL_RANKS) + ids, return_index=True)
     keep = np.sort(first)
-    return _join_ragged(world.tags, ids[keep], np.bincount(rows[keep], minlength=n), ",")
+    offsets = np.zeros(n + 1, dtype=np.int32)
+    np.cumsum(np.bincount(rows[keep], minlength=n), out=offsets[1:])
+    return pc.binary_join(pa.ListArray.from_arrays(pa.array(offsets), _tag_strings(world, ids[keep])), ",")
 
 
 def _ragged_positions(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
