@@ -18,8 +18,6 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-LOSSES = ("negative_sampling", "ranking", "softmax")
-
 
 def build_projection(feature_dim: int, tag_dim: int, hidden_sizes: Sequence[int] = (1024,)) -> keras.Model:
     """g(f): float32[B, D] image features -> float32[B, d] points in tag-vector space.
@@ -83,16 +81,21 @@ def softmax_loss(pos_scores: tf.Tensor, neg_scores: tf.Tensor) -> tf.Tensor:
     Like :func:`ranking_loss` it only sees score differences, but the negatives share one
     normalizer: a positive's gradient is at most 1 (split among its negatives by their softmax
     weight, the highest-scoring getting most) where the ranking loss gives up to K, one sigmoid per
-    negative. On the demo it kept zero-shot words better (model/train.py).
+    negative. On the demo it kept zero-shot words better (docs/experiments.md).
     """
     margins = neg_scores[:, None, :] - pos_scores[:, :, None]     # [B, P, K]
     # softplus(logsumexp(m)) = log(1 + Σ exp(m)), stable for large |m|.
     return tf.reduce_mean(tf.nn.softplus(tf.reduce_logsumexp(margins, axis=2)), axis=1)
 
 
+# The losses, by their config name (``loss``): a new loss is a function (pos_scores float32[B, P],
+# neg_scores float32[B, K]) -> float32[B] per image, and one entry here.
+LOSSES = {"negative_sampling": negative_sampling_loss, "ranking": ranking_loss, "softmax": softmax_loss}
+
+
 def loss_function(name: str):
-    """The per-image loss called ``name`` (one of :data:`LOSSES`)."""
-    return {"negative_sampling": negative_sampling_loss, "ranking": ranking_loss, "softmax": softmax_loss}[name]
+    """The per-image loss called ``name`` (a key of :data:`LOSSES`)."""
+    return LOSSES[name]
 
 
 def tag_bias(neg_weight: np.ndarray, pos_weight: np.ndarray, strength: float = 0.5) -> np.ndarray:
@@ -111,7 +114,7 @@ def tag_bias(neg_weight: np.ndarray, pos_weight: np.ndarray, strength: float = 0
     sampler's lift of rare tags (with unigram^0.75 negatives a tag seen 3 times is hardly ever
     pushed down, and fills every image's top 5). In between, each tag is predicted for about as
     many images as carry it, what per-tag precision/recall/F1 (the tagging literature's measure)
-    reward; on the openclipart demo 0.5 gave the best per-tag F1 (0.5-0.75 within noise).
+    reward (the strengths tried on the demo: docs/experiments.md).
 
     Args:
         neg_weight, pos_weight: float64[V] > 0, the vocabulary's sampling weights (vocab/).

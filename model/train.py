@@ -1,10 +1,11 @@
 """The trainer: learn g(f), the map from image features to tag vectors, from pre-sampled epochs.
 
 Read it top to bottom: the configuration it uses, the pieces (placement and distribution, the
-training step, validation, outputs), then :func:`run`, the loop. Each training row is an image's
-feature f, P positive tags and K negative tags (drawn by the sample stage); the loss pulls g(f)
-towards the positives' vectors and away from the negatives' (``loss``: word2vec's negative
-sampling, Fast0Tag's pairwise ranking, or a sampled softmax; see model/projection.py).
+training step, validation, outputs), building or restoring the model, one epoch, the end of an
+epoch, and last :func:`run`, the loop over epochs. Each training row is an image's feature f,
+P positive tags and K negative tags (drawn by the sample stage); the loss pulls g(f) towards the
+positives' vectors and away from the negatives' (``loss``: word2vec's negative sampling,
+Fast0Tag's pairwise ranking, or a sampled softmax; see model/projection.py).
 
 Reads (ROOT = the run root URI):
     ROOT/epochs/epoch=E/         training rows, via Petastorm (model/data.py); the trainer waits for an
@@ -49,28 +50,9 @@ writes it to tag_bias.npy): training samples positives ∝ pos_weight and negati
 which lifts rare tags' raw scores above their odds, and ``tag_bias_strength`` says how much of
 that lift to undo. It logs per-image P@5/R@5 and per-tag F1 at 5 (model.metrics.per_tag_metrics).
 
-The defaults, and why (openclipart demo: 4,975 train and 1,031 validation images, 362 tags;
-per-tag F1 at 5 on validation, where the popularity baseline scores 0.014 and the 10-nearest-
-neighbour tag transfer on the same features 0.115; figures move ±0.01 between seeds):
-joint optimization (tag_learning_rate 0.1) 0.12 vs 0.08 frozen after 10 epochs; the ranking
-loss beats negative sampling (0.10 vs 0.09 after 30 epochs at the old settings) and trains
-faster; 128-row batches at learning rate 0.003 reach 0.12 in 10 epochs, 512-row batches
-0.10-0.11 in 30 (the demo has only 5k rows per epoch: batch size sets the number of steps);
-L2-normalized features (in the projection) were level or slightly better; more negatives
-(K=50), more or fewer positives (P=1, 4), dropout and a 256-wide hidden layer did not help.
-On that validation split ~850 of the images come from one user's icon theme carrying the four
-most frequent tags, so per-image P@5 mostly measures whether those four are guessed: the
-popularity baseline gets 0.34, strength 1 ~0.25-0.45, strength 0.5 ~0.10-0.15.
-Validation is therefore a weak judge: on the demo's test split (537 images, 154 of the tags; the
-evaluate stage, knn 0.121) the same settings score 0.085 (mean of 4 seeds, which spread 0.07-0.10), and 20
-epochs raise that to 0.099 (ranking) and 0.105 (softmax) while validation stays level (0.122,
-0.115, 0.118). The softmax loss keeps zero-shot words where 10 epochs of ranking leave them
-(held-out tags' F1 0.085 and mAP 0.058 vs 0.086 and 0.059; 20 epochs of ranking: 0.076, 0.054),
-hence the default; at 10 epochs it tags slightly worse than ranking (test 0.080). Did not help
-on test: a learned per-tag bias (sparse Adagrad, added to the scores), a frozen table, a
-2048-wide or second hidden layer, cosine learning-rate decay, weight averaging (EMA).
-With the ranking and softmax losses the validation loss drifts up after a few epochs (margins grow on unseen
-users) while per-tag F1 still improves: judge a run by val_f1, not val_loss.
+Why the defaults are what they are (the settings tried, with their figures): docs/experiments.md.
+In short, judge a run by val_f1, not val_loss: with the ranking and softmax losses the validation
+loss drifts up after a few epochs while per-tag F1 still improves.
 
 Resuming: a killed trainer is started again with the same command. It restores the last
 checkpoint (weights, optimizer slots, table, step and last finished epoch) and goes on with the
@@ -100,23 +82,25 @@ vocabularies the vocab stage keeps, ``max_size``).
 """
 from __future__ import annotations
 
+import functools
 import io
 import json
 import os
 import tempfile
 import time
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 import numpy as np
 
+from model.metrics import TOP_K
 from pipeline import Im2vecError, storage
 
 # --- configuration -----------------------------------------------------------------------------
 # Config keys the trainer reads (documented in pipeline/defaults.yaml, "# --- train ---").
-KEYS = ("epochs", "seed", "positives", "negatives", "hidden_sizes", "loss", "batch_size", "learning_rate",
+KEYS = ("epochs", "seed", "sampling", "positives", "negatives", "hidden_sizes", "loss", "batch_size", "learning_rate",
         "tag_learning_rate", "tag_bias_strength", "shuffle_buffer", "reader_workers", "checkpoint_steps",
         "validation_images", "train_poll_seconds", "model_dir")
-TOP_K = 5                 # validation ranks this many tags per image: P@5, R@5
 LOG_STEPS = 100           # train loss to TensorBoard every this many steps
 KEEP_CHECKPOINTS = 3      # the CheckpointManager keeps the newest few
 VALIDATION_BATCH = 4096   # images per forward pass while validating
@@ -129,11 +113,13 @@ def log(message: str) -> None:
 def parameters(config: dict) -> dict:
     """The configuration values the trainer uses (:data:`KEYS`), checked and typed."""
     from model.projection import LOSSES
+    from pipeline import sampling
 
+    sampling.method(config)     # a known sampling method
     try:
         params = {
-            "epochs": int(config["epochs"]), "seed": int(config["seed"]), "positives": int(config["positives"]),
-            "negatives": int(config["negatives"]),
+            "epochs": int(config["epochs"]), "seed": int(config["seed"]), "sampling": str(config["sampling"]),
+            "positives": int(config["positives"]), "negatives": int(config["negatives"]),
             "hidden_sizes": [int(size) for size in (config["hidden_sizes"] or [])],
             "loss": str(config["loss"]), "batch_size": int(config["batch_size"]),
             "learning_rate": float(config["learning_rate"]), "tag_learning_rate": float(config["tag_learning_rate"]),
@@ -227,12 +213,14 @@ def local_model_dir(root: str, configured: str) -> str:
 
 # --- the training step -------------------------------------------------------------------------
 
-def make_train_step(strategy, projection, optimizer, table, loss_name: str):
+def make_train_step(strategy, projection, optimizer, table, loss_name: str, batch_negatives=None):
     """A ``tf.function`` running one synchronous step on every replica; returns the global mean loss.
 
     Args:
         strategy: from :func:`distribution`; projection: g (Keras); optimizer: Keras, for g.
-        table: :class:`model.projection.TagTable`; loss_name: one of ``projection.LOSSES``.
+        table: :class:`model.projection.TagTable`; loss_name: a key of ``projection.LOSSES``.
+        batch_negatives: the sampling method's draw from the batch (pipeline.sampling.Method), or
+            None to train on the batch's own neg_ids.
 
     The step takes a batch dict (feature float16[B, D], pos_ids int32[B, P], neg_ids int32[B, K])
     as ``strategy.distribute_datasets_from_function`` yields it.
@@ -245,8 +233,9 @@ def make_train_step(strategy, projection, optimizer, table, loss_name: str):
 
     def replica_step(batch):
         pos_ids = batch["pos_ids"]
+        neg_ids = batch["neg_ids"] if batch_negatives is None else batch_negatives(pos_ids, batch["neg_ids"])
         positives = tf.shape(pos_ids)[1]
-        unique_ids, rows, index = table.lookup(tf.concat([pos_ids, batch["neg_ids"]], axis=1))
+        unique_ids, rows, index = table.lookup(tf.concat([pos_ids, neg_ids], axis=1))
         with tf.GradientTape() as tape:
             tape.watch(rows)
             image_vectors = projection(tf.cast(batch["feature"], tf.float32), training=True)
@@ -288,9 +277,8 @@ def validate(projection, tag_vectors: np.ndarray, tag_bias: np.ndarray, validati
 
     Returns:
         ``{"val_loss", "val_p_at_5", "val_r_at_5", "val_f1"}``: the mean per-image loss on the set's
-        fixed positive/negative draws; per-image precision/recall of the 5 best tags of the whole
-        table by score + tag_bias (:func:`model.projection.tag_bias`); and the per-tag F1 of those
-        same 5 tags per image (:func:`model.metrics.per_tag_metrics`, the evaluate stage's measure).
+        fixed positive/negative draws, and :func:`ranking_figures` of the TOP_K best tags of the
+        whole table by score + tag_bias (:func:`model.projection.tag_bias`).
     """
     import tensorflow as tf
     from model import metrics
@@ -300,10 +288,18 @@ def validate(projection, tag_vectors: np.ndarray, tag_bias: np.ndarray, validati
     per_image = loss_function(loss_name)(scores(image_vectors, tf.gather(tag_vectors, validation["pos_ids"])),
                                          scores(image_vectors, tf.gather(tag_vectors, validation["neg_ids"])))
     top = metrics.top_k_tags(image_vectors.numpy(), tag_vectors, TOP_K, tag_bias)
+    figures = ranking_figures(top, validation, len(tag_vectors))
+    return {"val_loss": float(tf.reduce_mean(per_image)), **{f"val_{key}": value for key, value in figures.items()}}
+
+
+def ranking_figures(top: np.ndarray, validation: dict, vocab_size: int) -> dict:
+    """``{"p_at_5", "r_at_5", "f1"}`` of ranked tags (int[N, TOP_K]) against the validation set's true tags:
+    per-image precision and recall (model.metrics.precision_recall_at_k), per-tag F1 (per_tag_metrics)."""
+    from model import metrics
+
     precision, recall = metrics.precision_recall_at_k(top, validation["offsets"], validation["tag_ids"])
-    per_tag = metrics.per_tag_metrics(top, validation["offsets"], validation["tag_ids"], len(tag_vectors))
-    return {"val_loss": float(tf.reduce_mean(per_image)), "val_p_at_5": precision, "val_r_at_5": recall,
-            "val_f1": per_tag["f1"]}
+    per_tag = metrics.per_tag_metrics(top, validation["offsets"], validation["tag_ids"], vocab_size)
+    return {"p_at_5": precision, "r_at_5": recall, "f1": per_tag["f1"]}
 
 
 # --- outputs -----------------------------------------------------------------------------------
@@ -372,6 +368,268 @@ def write_outputs(root: str, projection, tag_vectors: np.ndarray, tag_bias: np.n
     storage.write_bytes(storage.join(root, "reports", "train.png"), plot_history(history))
 
 
+def last_figures(history: list[dict]) -> dict:
+    """The latest epoch's train_loss, val_loss, val_p_at_5, val_r_at_5 and val_f1 (None before the first)."""
+    last = history[-1] if history else {}
+    return {key: last.get(key) for key in ("train_loss", "val_loss", "val_p_at_5", "val_r_at_5", "val_f1")}
+
+
+# --- build or restore --------------------------------------------------------------------------
+
+@dataclass
+class Setup:
+    """Where this process trains: the run root URI, :func:`parameters`, and its place among the workers."""
+    root: str
+    params: dict
+    strategy: object          # from :func:`distribution`
+    worker: int               # 0 is the chief
+    workers: int
+    model_dir: str            # :func:`local_model_dir`
+
+    @property
+    def chief(self) -> bool:
+        return self.worker == 0
+
+
+@dataclass
+class Inputs:
+    """What does not change between epochs (:func:`read_inputs`).
+
+    Attributes:
+        initial: float32[V, d] the starting tag table (wordvec/); bias: float32[V] tag_bias.
+        validation: :func:`model.data.validation_set`; feature_dim: D.
+        popularity: the popularity baseline on the validation set, ``popularity_p_at_5``, ``_r_at_5``, ``_f1``.
+    """
+    initial: np.ndarray
+    bias: np.ndarray
+    validation: dict
+    feature_dim: int
+    popularity: dict
+
+
+@dataclass
+class State:
+    """The model being trained and its bookkeeping (:func:`build`).
+
+    Attributes:
+        projection: g (Keras); optimizer: Adam, for g; table: model.projection.TagTable.
+        step_var, epoch_var: the checkpointed step and last finished epoch (int64 tf.Variable);
+        manager: the tf.train.CheckpointManager; train_step: :func:`make_train_step`'s function;
+        writer: TensorBoard's (a no-op writer on other workers than the chief);
+        history: one dict per finished epoch (progress.json's); step: steps trained so far.
+    """
+    projection: object
+    optimizer: object
+    table: object
+    step_var: object
+    epoch_var: object
+    manager: object
+    train_step: object
+    writer: object
+    history: list = field(default_factory=list)
+    step: int = 0
+
+
+def start(config: dict, root: str) -> Setup:
+    """Check the configuration, place this process among the workers; the chief marks ROOT/model/ incomplete."""
+    params = parameters(config)
+    keep_freed_memory()
+    root = storage.to_uri(root)
+    strategy, worker, workers = distribution()
+    setup = Setup(root, params, strategy, worker, workers, local_model_dir(root, params["model_dir"]))
+    if setup.chief:
+        storage.delete(storage.join(root, "model", storage.MANIFEST))   # training: the stage is incomplete
+    return setup
+
+
+def read_inputs(root: str, params: dict) -> Inputs:
+    """The starting tag table, the tag offsets, the validation set and the popularity baseline on it."""
+    from model import baselines, data
+    from model.projection import tag_bias
+
+    vocab = data.read_vocab(root)
+    initial = data.read_tag_vectors(root, vocab.num_rows)
+    bias = tag_bias(vocab.column("neg_weight").to_numpy(), vocab.column("pos_weight").to_numpy(),
+                    params["tag_bias_strength"])
+    validation = data.validation_set(root, vocab, limit=params["validation_images"], seed=params["seed"],
+                                     positives=params["positives"], negatives=params["negatives"])
+    if len(validation["photo_id"]) == 0:
+        raise Im2vecError(f"no validation image has both tags and features under {root}: check the "
+                          "validation split (validation_fraction) and the features stage")
+    feature_dim = validation["feature"].shape[1]
+    popular = baselines.popularity_top_k(data.train_tag_counts(root, vocab.num_rows), len(validation["photo_id"]),
+                                         TOP_K)
+    popularity = {f"popularity_{key}": value
+                  for key, value in ranking_figures(popular, validation, vocab.num_rows).items()}
+    log(f"{vocab.num_rows:,} tags (d={initial.shape[1]}), {len(validation['photo_id']):,} validation images, "
+        f"features D={feature_dim}; popularity baseline P@5 {popularity['popularity_p_at_5']:.4f} "
+        f"R@5 {popularity['popularity_r_at_5']:.4f} per-tag F1 {popularity['popularity_f1']:.4f}")
+    return Inputs(initial, bias, validation, feature_dim, popularity)
+
+
+def build(setup: Setup, inputs: Inputs) -> State:
+    """g on the default device (a GPU if any) and the table on the CPU, restored from the last checkpoint if any."""
+    import keras
+    import tensorflow as tf
+    from model.projection import TagTable, build_projection
+    from pipeline import sampling
+
+    params = setup.params
+    keras.utils.set_random_seed(params["seed"])
+    with setup.strategy.scope():
+        projection = build_projection(inputs.feature_dim, inputs.initial.shape[1], params["hidden_sizes"])
+        optimizer = keras.optimizers.Adam(params["learning_rate"])
+        optimizer.build(projection.trainable_variables)
+    table = TagTable(inputs.initial, params["tag_learning_rate"])
+    step_var = tf.Variable(0, dtype=tf.int64, trainable=False)
+    epoch_var = tf.Variable(0, dtype=tf.int64, trainable=False)    # last finished epoch
+    tracked = {"projection": projection, "optimizer": optimizer, "tag_vectors": table.vectors,
+               "step": step_var, "epoch": epoch_var}
+    if table.accumulator is not None:
+        tracked["tag_accumulator"] = table.accumulator
+    checkpoint = tf.train.Checkpoint(**tracked)
+    checkpoint_dir = os.path.join(setup.model_dir, "checkpoints", *([] if setup.chief else [f"worker-{setup.worker}"]))
+    manager = tf.train.CheckpointManager(checkpoint, checkpoint_dir, max_to_keep=KEEP_CHECKPOINTS)
+    if manager.latest_checkpoint:
+        try:
+            checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+        except (AssertionError, ValueError, tf.errors.OpError) as err:
+            raise Im2vecError(f"cannot resume from {manager.latest_checkpoint}: it was made with other settings "
+                              f"(hidden_sizes, tag_learning_rate 0 or not, vocabulary): {err}; delete "
+                              f"{checkpoint_dir} to start over") from None
+        log(f"resumed from {manager.latest_checkpoint}: epoch {int(epoch_var)} finished, step {int(step_var)}")
+    history = [h for h in read_progress(setup.root).get("history", []) if h["epoch"] <= int(epoch_var)]
+    train_step = make_train_step(setup.strategy, projection, optimizer, table, params["loss"],
+                                 sampling.method(params).batch_negatives)
+    writer = tf.summary.create_file_writer(os.path.join(setup.model_dir, "logs")) if setup.chief else \
+        tf.summary.create_noop_writer()
+    return State(projection, optimizer, table, step_var, epoch_var, manager, train_step, writer, history,
+                 int(step_var))
+
+
+def save(setup: Setup, state: State, inputs: Inputs, epoch_done: int) -> None:
+    """Checkpoint (every worker) and, on the chief, replace ROOT/model/progress.json."""
+    state.step_var.assign(state.step)
+    state.epoch_var.assign(epoch_done)
+    state.manager.save(checkpoint_number=state.step)
+    if setup.chief:
+        progress = {"epoch": epoch_done, "step": state.step, **last_figures(state.history), **inputs.popularity,
+                    "history": state.history, "updated": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        storage.write_text(storage.join(setup.root, "model", "progress.json"), json.dumps(progress, indent=2) + "\n")
+
+
+# --- one epoch ---------------------------------------------------------------------------------
+
+def epoch_input(context, *, uri: str, manifest: dict, params: dict, feature_dim: int, seed: int):
+    """One worker's batches of an epoch (the callback of ``strategy.distribute_datasets_from_function``).
+
+    Args:
+        context: tf.distribute.InputContext; uri, manifest: the epoch's folder and manifest.
+        seed: orders the row groups, the same on every worker (so the shards are disjoint).
+
+    Returns:
+        :func:`model.data.epoch_dataset` of this worker's shard; with several workers, full batches
+        only and repeated: the workers must run the same number of steps, a short shard starts over.
+    """
+    import tensorflow as tf
+    from model import data
+
+    batch_size = context.get_per_replica_batch_size(params["batch_size"])
+    sharded = context.num_input_pipelines > 1
+    dataset = data.epoch_dataset(
+        uri, feature_dim=feature_dim, positives=int(manifest["positives"]), negatives=int(manifest["negatives"]),
+        batch_size=batch_size, shuffle_buffer=params["shuffle_buffer"], seed=seed,
+        cur_shard=context.input_pipeline_id if sharded else None,
+        shard_count=context.num_input_pipelines if sharded else None, workers=params["reader_workers"])
+    return dataset.filter(lambda b: tf.shape(b["pos_ids"])[0] == batch_size).repeat() if sharded else dataset
+
+
+def train_epoch(setup: Setup, state: State, inputs: Inputs, epoch: int, manifest: dict) -> tuple[int, float, list]:
+    """Train one pass over epoch ``epoch`` (its manifest given), checkpointing every checkpoint_steps steps.
+
+    Returns:
+        ``(rows, seconds, losses)``: rows trained (by this worker, or the global batch times the
+        steps with several workers), wall-clock seconds, and each step's global mean loss (tensors).
+    """
+    import tensorflow as tf
+    from model import data
+
+    params = setup.params
+    batches = setup.strategy.distribute_datasets_from_function(functools.partial(
+        epoch_input, uri=data.epoch_uri(setup.root, epoch), manifest=manifest, params=params,
+        feature_dim=inputs.feature_dim, seed=(params["seed"] * 1_000_003 + epoch) % 2 ** 31))
+    steps = int(manifest["rows_out"]) // params["batch_size"] if setup.workers > 1 else None
+    started, losses, window, rows = time.time(), [], [], 0
+    iterator = iter(batches)
+    while steps is None or len(losses) < steps:
+        try:
+            batch = next(iterator)
+        except StopIteration:
+            break
+        loss = state.train_step(batch)
+        state.step += 1
+        rows += params["batch_size"] if setup.workers > 1 else int(batch["pos_ids"].shape[0])
+        losses.append(loss)
+        window.append(loss)
+        if state.step % LOG_STEPS == 0:
+            with state.writer.as_default():
+                scalar("train/loss", float(tf.add_n(window)) / len(window), state.step)
+            window = []
+        if state.step % params["checkpoint_steps"] == 0:
+            save(setup, state, inputs, epoch - 1)
+            log(f"epoch {epoch}: step {state.step}, {rows:,} rows ({rows / (time.time() - started):,.0f} "
+                f"examples/s), loss {float(loss):.4f}; checkpoint saved")
+    return rows, time.time() - started, losses
+
+
+# --- the end of an epoch -----------------------------------------------------------------------
+
+def end_epoch(setup: Setup, state: State, inputs: Inputs, epoch: int, rows: int, seconds: float,
+              losses: list) -> None:
+    """Validate, log, write the outputs (the chief), and checkpoint with the epoch finished (every worker)."""
+    import tensorflow as tf
+
+    train_loss = float(tf.add_n(losses)) / len(losses) if losses else float("nan")
+    if setup.chief:
+        scores = validate(state.projection, state.table.vectors.numpy(), inputs.bias, inputs.validation,
+                          setup.params["loss"])
+        state.history.append({"epoch": epoch, "step": state.step, "train_loss": train_loss, **scores,
+                              **inputs.popularity, "examples_per_second": rows / max(seconds, 1e-9)})
+        with state.writer.as_default():
+            for name, value in {"train/epoch_loss": train_loss,
+                                **{f"validation/{k[4:]}": v for k, v in scores.items()}}.items():
+                scalar(name, value, state.step)
+        state.writer.flush()
+        write_outputs(setup.root, state.projection, state.table.vectors.numpy(), inputs.bias, state.history)
+        log(f"epoch {epoch}: {rows:,} rows in {seconds:.1f}s ({rows / max(seconds, 1e-9):,.0f} examples/s), "
+            f"step {state.step}, loss {train_loss:.4f}, validation loss {scores['val_loss']:.4f} "
+            f"P@5 {scores['val_p_at_5']:.4f} R@5 {scores['val_r_at_5']:.4f} per-tag F1 {scores['val_f1']:.4f}")
+    save(setup, state, inputs, epoch)
+
+
+def finish(setup: Setup, state: State, inputs: Inputs, trained: dict, epochs: range, started: float) -> dict:
+    """The run's summary; the chief writes it as ROOT/model/_manifest.json (see :func:`run`).
+
+    Args:
+        trained: ``{"rows", "seconds"}`` trained by this run; epochs: the epochs it trained.
+    """
+    from model import data
+
+    final, initial = state.table.vectors.numpy(), inputs.initial
+    cosine = float(np.mean(np.sum(final * initial, 1) / np.maximum(
+        np.linalg.norm(final, axis=1) * np.linalg.norm(initial, axis=1), 1e-12)))
+    summary = {"epoch": int(state.epoch_var), "step": state.step, **last_figures(state.history), **inputs.popularity,
+               "examples_per_second": trained["rows"] / trained["seconds"] if trained["seconds"] else None,
+               "tag_cosine_to_initial": cosine, "workers": setup.workers, "model_dir": setup.model_dir}
+    if not setup.chief:
+        return summary
+    read = [storage.join(setup.root, name) for name in ("wordvec", "vocab", "tagged", "features")] + \
+        [data.epoch_uri(setup.root, e) for e in epochs]
+    return storage.write_manifest(storage.join(setup.root, "model"), "train", rows_in=trained["rows"],
+                                  rows_out=trained["rows"], rows_rejected=0, parameters=setup.params, inputs=read,
+                                  started=started, **summary)
+
+
 # --- the loop ----------------------------------------------------------------------------------
 
 def run(config: dict, root: str) -> dict:
@@ -386,156 +644,20 @@ def run(config: dict, root: str) -> dict:
         validation metrics, the popularity baseline, ``examples_per_second`` and
         ``tag_cosine_to_initial``. Non-chief workers return the same fields without writing it.
     """
-    import keras
-    import tensorflow as tf
-    from model import baselines, data, metrics
-    from model.projection import TagTable, build_projection, tag_bias
+    from model import data
 
     started = time.time()
-    params = parameters(config)
-    keep_freed_memory()
-    root = storage.to_uri(root)
-    strategy, worker, workers = distribution()
-    chief = worker == 0
-    model_dir = local_model_dir(root, params["model_dir"])
-    model_uri = storage.join(root, "model")
-    if chief:
-        storage.delete(storage.join(model_uri, storage.MANIFEST))   # training: the stage is incomplete
-
-    # Inputs that do not change between epochs.
-    vocab = data.read_vocab(root)
-    initial = data.read_tag_vectors(root, vocab.num_rows)
-    bias = tag_bias(vocab.column("neg_weight").to_numpy(), vocab.column("pos_weight").to_numpy(),
-                    params["tag_bias_strength"])
-    validation = data.validation_set(root, vocab, limit=params["validation_images"], seed=params["seed"],
-                                     positives=params["positives"], negatives=params["negatives"])
-    if len(validation["photo_id"]) == 0:
-        raise Im2vecError(f"no validation image has both tags and features under {root}: check the "
-                          "validation split (validation_fraction) and the features stage")
-    feature_dim = validation["feature"].shape[1]
-    popular = baselines.popularity_top_k(data.train_tag_counts(root, vocab.num_rows), len(validation["photo_id"]),
-                                         TOP_K)
-    popularity = dict(zip(("popularity_p_at_5", "popularity_r_at_5"),
-                          metrics.precision_recall_at_k(popular, validation["offsets"], validation["tag_ids"])))
-    popularity["popularity_f1"] = metrics.per_tag_metrics(popular, validation["offsets"], validation["tag_ids"],
-                                                          vocab.num_rows)["f1"]
-    log(f"{vocab.num_rows:,} tags (d={initial.shape[1]}), {len(validation['photo_id']):,} validation images, "
-        f"features D={feature_dim}; popularity baseline P@5 {popularity['popularity_p_at_5']:.4f} "
-        f"R@5 {popularity['popularity_r_at_5']:.4f} per-tag F1 {popularity['popularity_f1']:.4f}")
-
-    # The model: g on the default device (a GPU if any), the table on the CPU.
-    keras.utils.set_random_seed(params["seed"])
-    with strategy.scope():
-        projection = build_projection(feature_dim, initial.shape[1], params["hidden_sizes"])
-        optimizer = keras.optimizers.Adam(params["learning_rate"])
-        optimizer.build(projection.trainable_variables)
-    table = TagTable(initial, params["tag_learning_rate"])
-    step_var = tf.Variable(0, dtype=tf.int64, trainable=False)
-    epoch_var = tf.Variable(0, dtype=tf.int64, trainable=False)    # last finished epoch
-    state = {"projection": projection, "optimizer": optimizer, "tag_vectors": table.vectors,
-             "step": step_var, "epoch": epoch_var}
-    if table.accumulator is not None:
-        state["tag_accumulator"] = table.accumulator
-    checkpoint = tf.train.Checkpoint(**state)
-    checkpoint_dir = os.path.join(model_dir, "checkpoints", *([] if chief else [f"worker-{worker}"]))
-    manager = tf.train.CheckpointManager(checkpoint, checkpoint_dir, max_to_keep=KEEP_CHECKPOINTS)
-    if manager.latest_checkpoint:
-        try:
-            checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
-        except (AssertionError, ValueError, tf.errors.OpError) as err:
-            raise Im2vecError(f"cannot resume from {manager.latest_checkpoint}: it was made with other settings "
-                              f"(hidden_sizes, tag_learning_rate 0 or not, vocabulary): {err}; delete "
-                              f"{checkpoint_dir} to start over") from None
-        log(f"resumed from {manager.latest_checkpoint}: epoch {int(epoch_var)} finished, step {int(step_var)}")
-    done, step = int(epoch_var), int(step_var)
-    history = [h for h in read_progress(root).get("history", []) if h["epoch"] <= done]
-    train_step = make_train_step(strategy, projection, optimizer, table, params["loss"])
-    writer = tf.summary.create_file_writer(os.path.join(model_dir, "logs")) if chief else \
-        tf.summary.create_noop_writer()
-
-    def save(epoch_done: int) -> None:
-        step_var.assign(step)
-        epoch_var.assign(epoch_done)
-        manager.save(checkpoint_number=step)
-        if chief:
-            last = history[-1] if history else {}
-            progress = {"epoch": epoch_done, "step": step, **{k: last.get(k) for k in (
-                "train_loss", "val_loss", "val_p_at_5", "val_r_at_5", "val_f1")}, **popularity,
-                "history": history, "updated": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-            storage.write_text(storage.join(model_uri, "progress.json"), json.dumps(progress, indent=2) + "\n")
-
-    rows_trained, train_seconds = 0, 0.0
-    for epoch in range(done + 1, params["epochs"] + 1):
-        manifest = data.wait_for_epoch(root, epoch, params["train_poll_seconds"], log)
-        if manifest["feature_dim"] != feature_dim:
+    setup = start(config, root)
+    inputs = read_inputs(setup.root, setup.params)
+    state = build(setup, inputs)
+    epochs = range(int(state.epoch_var) + 1, setup.params["epochs"] + 1)
+    trained = {"rows": 0, "seconds": 0.0}
+    for epoch in epochs:
+        manifest = data.wait_for_epoch(setup.root, epoch, setup.params["train_poll_seconds"], log)
+        if manifest["feature_dim"] != inputs.feature_dim:
             raise Im2vecError(f"epoch {epoch} has features of size {manifest['feature_dim']}, the validation "
-                              f"set {feature_dim}: sample again after `im2vec features`")
-        uri = data.epoch_uri(root, epoch)
-        epoch_seed = (params["seed"] * 1_000_003 + epoch) % 2 ** 31   # one row-group order on every worker
-
-        def dataset_fn(context, uri=uri, epoch_seed=epoch_seed, manifest=manifest):
-            sharded = context.num_input_pipelines > 1
-            dataset = data.epoch_dataset(
-                uri, feature_dim=feature_dim, positives=int(manifest["positives"]),
-                negatives=int(manifest["negatives"]), batch_size=context.get_per_replica_batch_size(
-                    params["batch_size"]), shuffle_buffer=params["shuffle_buffer"], seed=epoch_seed,
-                cur_shard=context.input_pipeline_id if sharded else None,
-                shard_count=context.num_input_pipelines if sharded else None, workers=params["reader_workers"])
-            # Workers must run the same number of steps: full batches only, a short shard starts over.
-            return dataset.filter(lambda b: tf.shape(b["pos_ids"])[0] == context.get_per_replica_batch_size(
-                params["batch_size"])).repeat() if sharded else dataset
-
-        batches = strategy.distribute_datasets_from_function(dataset_fn)
-        steps = int(manifest["rows_out"]) // params["batch_size"] if workers > 1 else None
-        epoch_started, epoch_losses, window, rows = time.time(), [], [], 0
-        iterator = iter(batches)
-        while steps is None or len(epoch_losses) < steps:
-            try:
-                batch = next(iterator)
-            except StopIteration:
-                break
-            loss = train_step(batch)
-            step += 1
-            rows += params["batch_size"] if workers > 1 else int(batch["pos_ids"].shape[0])
-            epoch_losses.append(loss)
-            window.append(loss)
-            if step % LOG_STEPS == 0:
-                with writer.as_default():
-                    scalar("train/loss", float(tf.add_n(window)) / len(window), step)
-                window = []
-            if step % params["checkpoint_steps"] == 0:
-                save(epoch - 1)
-                log(f"epoch {epoch}: step {step}, {rows:,} rows ({rows / (time.time() - epoch_started):,.0f} "
-                    f"examples/s), loss {float(loss):.4f}; checkpoint saved")
-        seconds = time.time() - epoch_started
-        rows_trained, train_seconds = rows_trained + rows, train_seconds + seconds
-        train_loss = float(tf.add_n(epoch_losses)) / len(epoch_losses) if epoch_losses else float("nan")
-        if chief:
-            scores = validate(projection, table.vectors.numpy(), bias, validation, params["loss"])
-            history.append({"epoch": epoch, "step": step, "train_loss": train_loss, **scores, **popularity,
-                            "examples_per_second": rows / max(seconds, 1e-9)})
-            with writer.as_default():
-                for name, value in {"train/epoch_loss": train_loss, **{f"validation/{k[4:]}": v for k, v in
-                                                                         scores.items()}}.items():
-                    scalar(name, value, step)
-            writer.flush()
-            write_outputs(root, projection, table.vectors.numpy(), bias, history)
-            log(f"epoch {epoch}: {rows:,} rows in {seconds:.1f}s ({rows / max(seconds, 1e-9):,.0f} examples/s), "
-                f"step {step}, loss {train_loss:.4f}, validation loss {scores['val_loss']:.4f} "
-                f"P@5 {scores['val_p_at_5']:.4f} R@5 {scores['val_r_at_5']:.4f} per-tag F1 {scores['val_f1']:.4f}")
-        save(epoch)
-
-    final = table.vectors.numpy()
-    cosine = float(np.mean(np.sum(final * initial, 1) / np.maximum(
-        np.linalg.norm(final, axis=1) * np.linalg.norm(initial, axis=1), 1e-12)))
-    last = history[-1] if history else {}
-    summary = {"epoch": int(epoch_var), "step": step, **{k: last.get(k) for k in (
-        "train_loss", "val_loss", "val_p_at_5", "val_r_at_5", "val_f1")}, **popularity,
-        "examples_per_second": rows_trained / train_seconds if train_seconds else None,
-        "tag_cosine_to_initial": cosine, "workers": workers, "model_dir": model_dir}
-    if not chief:
-        return summary
-    inputs = [storage.join(root, name) for name in ("wordvec", "vocab", "tagged", "features")] + \
-        [data.epoch_uri(root, e) for e in range(done + 1, params["epochs"] + 1)]
-    return storage.write_manifest(model_uri, "train", rows_in=rows_trained, rows_out=rows_trained, rows_rejected=0,
-                                  parameters=params, inputs=inputs, started=started, **summary)
+                              f"set {inputs.feature_dim}: sample again after `im2vec features`")
+        rows, seconds, losses = train_epoch(setup, state, inputs, epoch, manifest)
+        trained = {"rows": trained["rows"] + rows, "seconds": trained["seconds"] + seconds}
+        end_epoch(setup, state, inputs, epoch, rows, seconds, losses)
+    return finish(setup, state, inputs, trained, epochs, started)

@@ -124,6 +124,26 @@ def test_a_training_step_updates_the_projection_and_only_the_batchs_rows(tag_lea
         assert np.array_equal(after, initial)
 
 
+def test_a_sampling_methods_batch_draw_replaces_the_epochs_negatives():
+    """A method that draws from the batch trains on its draw: here the first negative of each row only."""
+    import keras
+
+    rng = np.random.default_rng(3)
+    initial = rng.normal(size=(100, 8)).astype(np.float32)
+    batch = {"feature": rng.normal(size=(16, 16)).astype(np.float16),
+             "pos_ids": rng.integers(0, 50, (16, 2)).astype(np.int32),
+             "neg_ids": rng.integers(50, 100, (16, 5)).astype(np.int32)}
+    first_only = lambda pos_ids, neg_ids: neg_ids[:, :1]   # noqa: E731
+    losses = []
+    for draw, neg_ids in ((first_only, batch["neg_ids"]), (None, batch["neg_ids"][:, :1])):
+        keras.utils.set_random_seed(4)
+        projection = build_projection(16, 8, [])
+        step = train.make_train_step(tf.distribute.get_strategy(), projection, keras.optimizers.Adam(0.01),
+                                     TagTable(initial, 0.1), "softmax", batch_negatives=draw)
+        losses.append([float(step({**batch, "neg_ids": neg_ids})) for _ in range(3)])
+    np.testing.assert_allclose(losses[0], losses[1], rtol=1e-6)
+
+
 def test_tag_bias_undoes_the_share_of_the_sampling_weights_it_is_told():
     rng = np.random.default_rng(2)
     images = rng.integers(1, 10_000, 200).astype(np.float64)
@@ -156,6 +176,15 @@ def test_parameters_refuse_a_tag_bias_strength_outside_0_to_1():
     assert train.parameters(config)["tag_bias_strength"] == 0.5
     with pytest.raises(Im2vecError, match="tag_bias_strength"):
         train.parameters({**config, "tag_bias_strength": 1.5})
+
+
+def test_parameters_name_the_known_sampling_methods():
+    from pipeline import Im2vecError, config as configuration
+
+    config = configuration.load()
+    assert train.parameters(config)["sampling"] == "presampled"
+    with pytest.raises(Im2vecError, match=r"sampling: unknown method 'in_batch'; known methods: presampled"):
+        train.parameters({**config, "sampling": "in_batch"})
 
 
 def test_top_k_tags_matches_a_full_sort(monkeypatch):
