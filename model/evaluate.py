@@ -49,6 +49,7 @@ KNN_BLOCK = 4096         # training images compared with the whole test set at o
 
 
 def log(message: str) -> None:
+    """One progress line on stdout: ``[im2vec] evaluate: message``."""
     print(f"[im2vec] evaluate: {message}", flush=True)
 
 

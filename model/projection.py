@@ -153,6 +153,7 @@ class TagTable(tf.Module):
 
     @property
     def frozen(self) -> bool:
+        """Whether the table is not trained (learning rate 0)."""
         return self.learning_rate <= 0
 
     def lookup(self, tag_ids: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:

@@ -107,6 +107,7 @@ VALIDATION_BATCH = 4096   # images per forward pass while validating
 
 
 def log(message: str) -> None:
+    """One progress line on stdout: ``[im2vec] train: message``."""
     print(f"[im2vec] train: {message}", flush=True)
 
 
@@ -388,6 +389,7 @@ class Setup:
 
     @property
     def chief(self) -> bool:
+        """Whether this worker validates and writes progress, outputs and logs (worker 0)."""
         return self.worker == 0
 
 

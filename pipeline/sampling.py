@@ -145,6 +145,7 @@ class SamplingTables:
 
     @property
     def vocab_size(self) -> int:
+        """V, the number of tags."""
         return len(self.alias)
 
 
