@@ -66,6 +66,8 @@ def parameters(config: dict) -> dict:
                           f"and {params['negatives']}")
     if params["row_group_mb"] < 1 or params["partitions"] < 0:
         raise Im2vecError("row_group_mb must be at least 1 and partitions at least 0")
+    # What the sampling method has the stage write (presampled: P positives and K negatives).
+    params["positives"], params["negatives"] = sampling.method(config).written(params["positives"], params["negatives"])
     return params
 
 
