@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import posixpath
 import time
 import uuid
 from datetime import datetime, timezone
@@ -20,6 +21,10 @@ import pyarrow.fs as pafs
 import pipeline
 
 MANIFEST = "_manifest.json"
+# Hidden names (. or _) are not data (Spark's _SUCCESS and .crc files, staging and attempt files),
+# except Parquet's summary files: Petastorm keeps its Unischema in features/_common_metadata and
+# cannot read the dataset without it, so it is listed and checked like a part file.
+SUMMARY_FILES = ("_common_metadata", "_metadata")
 
 
 def to_uri(path: str) -> str:
@@ -112,10 +117,16 @@ def _renames_atomically(fs: pafs.FileSystem) -> bool:
     return isinstance(fs, (pafs.LocalFileSystem, pafs.HadoopFileSystem))
 
 
-def read_text(uri: str) -> str:
+def read_bytes(uri: str) -> bytes:
+    """The whole file at ``uri``."""
     fs, path = filesystem(uri)
     with fs.open_input_stream(path) as src:
-        return src.read().decode()
+        return src.read()
+
+
+def read_text(uri: str) -> str:
+    """The whole file at ``uri``, decoded as UTF-8."""
+    return read_bytes(uri).decode()
 
 
 def staging_uri(final_uri: str) -> str:
@@ -176,6 +187,31 @@ def commit_attempt_files(folder_uri: str, committed: list[str], schema) -> None:
         pq.write_table(schema.empty_table(), f"{path}/part-00000.parquet", filesystem=fs)
 
 
+def is_data_name(name: str) -> bool:
+    """True for a file or folder name that holds data: not hidden (``.x``, ``_x``), or a Parquet summary file."""
+    return not name.startswith((".", "_")) or name in SUMMARY_FILES
+
+
+def list_data_files(folder_uri: str) -> dict[str, int]:
+    """{path relative to ``folder_uri``: size in bytes} of every data file under it (:func:`is_data_name`).
+
+    Walks non-hidden subfolders too (``wordvec/vectors/``); ``{}`` for a missing folder.
+    """
+    fs, path = filesystem(folder_uri)
+    base = path.rstrip("/") + "/"
+    found = {}
+    for info in fs.get_file_info(pafs.FileSelector(path, recursive=True, allow_not_found=True)):
+        relative = info.path[len(base):] if info.path.startswith(base) else info.base_name
+        if info.type == pafs.FileType.File and all(is_data_name(part) for part in relative.split("/")):
+            found[relative] = info.size
+    return dict(sorted(found.items()))
+
+
+def relative_to(uri: str, folder_uri: str) -> str:
+    """``uri``'s path seen from ``folder_uri`` (``../tagged`` for a sibling), for manifests that list files."""
+    return posixpath.relpath(filesystem(uri)[1], filesystem(folder_uri)[1])
+
+
 def read_manifest(stage_uri: str) -> dict | None:
     """The manifest of a stage folder, or None when the stage is missing or incomplete."""
     try:
@@ -185,7 +221,8 @@ def read_manifest(stage_uri: str) -> dict | None:
 
 
 def write_manifest(stage_uri: str, stage: str, *, rows_in: int, rows_out: int, rows_rejected: int,
-                   parameters: dict, inputs: list[str], started: float, **extra) -> dict:
+                   parameters: dict, inputs: list[str], started: float, covers: tuple[str, ...] = (),
+                   data_files: dict[str, dict[str, int]] | None = None, **extra) -> dict:
     """Write ``_manifest.json`` into a finished stage folder; call it last.
 
     Args:
@@ -194,11 +231,17 @@ def write_manifest(stage_uri: str, stage: str, *, rows_in: int, rows_out: int, r
         parameters: the configuration values the stage used.
         inputs: URIs the stage read.
         started: ``time.time()`` when the stage began.
+        covers: other folders the stage wrote and this manifest vouches for (vocab: ``tagged/``).
+        data_files: {folder relative to ``stage_uri`` ("." itself, "../tagged" a sibling): {file path
+            in it: bytes}} of the data the stage wrote; by default every data file (:func:`list_data_files`)
+            of ``stage_uri`` and ``covers``. Readers check the folders against it (pipeline.datasets).
         extra: stage-specific fields (e.g. ``videos`` for clean).
 
     Returns:
         The manifest as written.
     """
+    if data_files is None:
+        data_files = {relative_to(uri, stage_uri): list_data_files(uri) for uri in (stage_uri, *covers)}
     finished = time.time()
     manifest = {
         "stage": stage,
@@ -213,6 +256,7 @@ def write_manifest(stage_uri: str, stage: str, *, rows_in: int, rows_out: int, r
         "finished": datetime.fromtimestamp(finished, timezone.utc).isoformat(timespec="seconds"),
         "seconds": round(finished - started, 3),
         "code_version": pipeline.__version__,
+        "data_files": data_files,
     }
     write_text(join(stage_uri, MANIFEST), json.dumps(manifest, indent=2, sort_keys=False, default=str) + "\n")
     return manifest
