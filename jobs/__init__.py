@@ -1,5 +1,7 @@
 """Thin Spark entry points, one per stage: read config, call pipeline transformations, write.
 
-Each module has ``run(spark, config, root, ...)`` for in-process use and ``main()`` for
-``spark-submit jobs/<stage>.py --root ROOT ...`` (the same arguments as ``im2vec <stage>``).
+Each module has ``run(spark, config, root, ...)``; nothing here imports the command line, which
+sits above (pipeline.cli, pipeline.run). spark-submit runs a stage through the command line:
+``spark-submit pipeline/app/main.py <stage> --root ROOT ...`` (pipeline.submit builds that line).
+Datasets are read and written through pipeline.datasets.
 """

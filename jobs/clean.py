@@ -446,7 +446,7 @@ def run(spark: SparkSession, config: dict, root: str, inputs: list[str]) -> dict
         storage.replace(staging_clean, final_clean)
         return storage.write_manifest(
             final_clean, "clean", rows_in=totals["rows_read"], rows_out=totals["rows_kept"],
-            rows_rejected=rows_rejected, videos=totals["videos"], rejects=final_rejects,
+            rows_rejected=rows_rejected, videos=totals["videos"], rejects=final_rejects, covers=(final_rejects,),
             reasons=totals["reasons"], dropped_tags=totals["dropped_tags"],
             layouts={f: layouts[f] for f in files},
             parameters=configuration.redacted({k: config[k] for k in PARAMETER_KEYS}),
@@ -469,12 +469,3 @@ def _sum_stats(stats: list[dict]) -> dict:
                 totals[key][k] = totals[key].get(k, 0) + v
     return totals
 
-
-def main(argv: list[str] | None = None) -> int:
-    from pipeline import cli
-
-    return cli.main(["clean", *(sys.argv[1:] if argv is None else argv)])
-
-
-if __name__ == "__main__":
-    sys.exit(main())

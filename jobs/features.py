@@ -19,11 +19,10 @@ photos are tried again (a fetch may have failed for a passing reason). Counts ad
 
     photos in clean/ = extracted (rows_out) + rejected + already_present
 
-Run with ``im2vec features --root ROOT --set images=TEMPLATE`` or ``spark-submit jobs/features.py``.
+Run with ``im2vec features --root ROOT --set images=TEMPLATE``.
 """
 from __future__ import annotations
 
-import io
 import math
 import os
 import sys
@@ -36,9 +35,10 @@ import pyarrow as pa
 from pyspark.sql import DataFrame, SparkSession, functions as F
 
 from pipeline import Im2vecError, config as configuration, imagesource, storage
+from pipeline.datasets import clean as clean_data, features as features_data, rejects
 from pipeline.spark import DISCOVERY_SCRIPT, gpu_conf  # noqa: F401  (GPU executors: the session builds them)
 
-MODEL_KEYS = ("cnn", "cnn_weights", "cnn_input_size")   # features/ made with other values is not extended
+MODEL_KEYS = features_data.MODEL_KEYS   # features/ made with other values is not extended
 TASK_KEYS = MODEL_KEYS + ("min_side", "fetch_threads", "fetch_timeout", "s3_endpoint")
 PARAMETER_KEYS = ("images",) + TASK_KEYS + ("cnn_batch_size", "partitions", "gpus_per_executor", "gpus_per_task")
 IMAGES_PER_TASK = 10_000   # ~5 min on a CPU core, under a minute on a GPU share: cheap retries, few files
@@ -112,24 +112,6 @@ def extractor(config: dict, cpus: int = 1, gpus: list[str] = ()) -> Extractor:
 
 # --- the transformation ----------------------------------------------------------------------------
 
-def encode_features(features: np.ndarray) -> pa.BinaryArray:
-    """float (N, D) -> N values of Petastorm's NdarrayCodec for float16[D] (``np.save`` bytes), vectorized.
-
-    Every row's ``.npy`` header is the same, so it is written once and repeated; the bytes equal
-    ``NdarrayCodec().encode(field, row.astype(np.float16))`` for each row.
-    """
-    values = np.ascontiguousarray(features, dtype="<f2")
-    n, dim = values.shape
-    header = io.BytesIO()
-    np.save(header, np.zeros(dim, dtype="<f2"))
-    header = np.frombuffer(header.getvalue()[:-2 * dim], dtype=np.uint8)
-    rows = np.empty((n, header.size + 2 * dim), dtype=np.uint8)
-    rows[:, :header.size] = header
-    rows[:, header.size:] = values.view(np.uint8).reshape(n, 2 * dim)
-    offsets = np.arange(n + 1, dtype=np.int32) * rows.shape[1]
-    return pa.Array.from_buffers(pa.binary(), n, [None, pa.py_buffer(offsets), pa.py_buffer(rows)])
-
-
 def extract_partition(batches: Iterator[pa.RecordBatch], *, template: imagesource.Template,
                       config: dict) -> Iterator[pa.RecordBatch]:
     """mapInArrow body: photos (photo_id + the template's columns) -> TASK_OUTPUT rows.
@@ -168,7 +150,7 @@ def extract_partition(batches: Iterator[pa.RecordBatch], *, template: imagesourc
             if kept:
                 features = np.asarray(model.model.predict_on_batch(pixels))
                 yield pa.RecordBatch.from_arrays(
-                    [photo_id.take(kept), encode_features(features)] + [pa.nulls(len(kept), pa.string())] * 3,
+                    [photo_id.take(kept), features_data.encode(features)] + [pa.nulls(len(kept), pa.string())] * 3,
                     schema=TASK_OUTPUT)
         rejected = [i for i, reason in enumerate(reasons) if reason is not None]
         if rejected:
@@ -183,22 +165,6 @@ def extract(photos: DataFrame, template: imagesource.Template, config: dict, par
     task_config = {key: config.get(key) for key in TASK_KEYS}
     return photos.repartition(partitions).mapInArrow(
         partial(extract_partition, template=template, config=task_config), TASK_OUTPUT_DDL)
-
-
-def features_schema(feature_dim: int | None):
-    """The Petastorm Unischema of features/: photo_id int64, feature float16[feature_dim] (NdarrayCodec)."""
-    from petastorm.codecs import NdarrayCodec, ScalarCodec
-    from petastorm.unischema import Unischema, UnischemaField
-    from pyspark.sql.types import LongType
-
-    return Unischema("Features", [
-        UnischemaField("photo_id", np.int64, (), ScalarCodec(LongType()), False),
-        UnischemaField("feature", np.float16, (feature_dim,), NdarrayCodec(), False)])
-
-
-def _feature_dim(features: DataFrame) -> int | None:
-    first = features.select("feature").first()
-    return None if first is None else int(np.load(io.BytesIO(first[0])).size)
 
 
 # --- the stage --------------------------------------------------------------------------------
@@ -222,21 +188,19 @@ def run(spark: SparkSession, config: dict, root: str) -> dict:
     from pyspark.sql.pandas.types import to_arrow_schema
 
     started = time.time()
-    clean_uri, final = storage.join(root, "clean"), storage.join(root, "features")
-    final_rejects = storage.join(root, "rejects", "features")
-    if storage.read_manifest(clean_uri) is None:
-        raise Im2vecError(f"{clean_uri} is missing or incomplete: run `im2vec clean` first")
+    clean_uri, final, final_rejects = clean_data.DATASET.uri(root), features_data.DATASET.uri(root), \
+        rejects.FEATURES.uri(root)
+    clean = clean_data.read(spark, root)
     batch_size = int(config["cnn_batch_size"])
     if batch_size < 1:
         raise Im2vecError(f"cnn_batch_size must be at least 1, got {batch_size}")
     # Load the CNN here first: a bad cnn / cnn_weights then fails once, before any Spark job, instead
     # of in every task (and every retry). The driver keeps it, as a Python worker does.
     extractor(config)
-    clean = spark.read.parquet(clean_uri)
     template = imagesource.parse_template(config.get("images"), to_arrow_schema(clean.schema))
     photos = clean.select("photo_id", *(c for c in template.columns if c != "photo_id")).dropDuplicates(["photo_id"])
 
-    old = _reusable_features(spark, config, final)
+    old = _reusable_features(spark, config, root)
     if old is None:
         todo, rows_in, already_present = photos, photos.count(), 0
     else:
@@ -266,8 +230,8 @@ def run(spark: SparkSession, config: dict, root: str) -> dict:
         features = tasks.where(F.col("reason").isNull()).select("photo_id", "feature")
         if old is not None:
             features = old.unionByName(features)
-        feature_dim = _feature_dim(features)
-        with materialize_dataset(spark, staged, features_schema(feature_dim), ROW_GROUP_MB):
+        feature_dim = features_data.feature_dim(features)
+        with materialize_dataset(spark, staged, features_data.schema(feature_dim), ROW_GROUP_MB):
             features.write.parquet(staged)
         rows_total = spark.read.parquet(staged).count()
         (tasks.where(F.col("reason").isNotNull()).select("photo_id", "uri", "reason", "detail")
@@ -277,7 +241,7 @@ def run(spark: SparkSession, config: dict, root: str) -> dict:
         return storage.write_manifest(
             final, "features", rows_in=rows_in, rows_out=rows_out, rows_rejected=rows_rejected,
             already_present=already_present, rows_total=rows_total, feature_dim=feature_dim,
-            reasons=dict(sorted(by_reason.items())), rejects=final_rejects,
+            reasons=dict(sorted(by_reason.items())), rejects=final_rejects, covers=(final_rejects,),
             parameters=configuration.redacted({k: config.get(k) for k in PARAMETER_KEYS}),
             inputs=[clean_uri, template.text], started=started)
     finally:
@@ -285,31 +249,28 @@ def run(spark: SparkSession, config: dict, root: str) -> dict:
         storage.delete(staging)
 
 
-def _reusable_features(spark: SparkSession, config: dict, final: str) -> DataFrame | None:
+def _reusable_features(spark: SparkSession, config: dict, root: str) -> DataFrame | None:
     """The complete features/ of an earlier run (photo_id, feature), or None when there is none.
 
-    Raises Im2vecError when it was made with another CNN: mixing two models' features would
-    be silently wrong, and extracting everything again is the user's call.
+    One whose files do not match its manifest (a file lost or cut short) is not reused: every
+    photo is extracted again. Raises Im2vecError when it was made with another CNN: mixing two
+    models' features would be silently wrong, and extracting everything again is the user's call.
     """
-    manifest = storage.read_manifest(final)
+    final = features_data.DATASET.uri(root)
+    manifest = features_data.DATASET.manifest(root)
     if manifest is None:
         if storage.exists(final):
             print(f"[im2vec] features: {final} is incomplete (no manifest); extracting every photo again",
                   file=sys.stderr)
+        return None
+    problems = features_data.DATASET.problems(root, manifest)
+    if problems:
+        print(f"[im2vec] features: {problems[0]}; extracting every photo again", file=sys.stderr)
         return None
     made_with = {k: manifest.get("parameters", {}).get(k) for k in MODEL_KEYS}
     asked = {k: config.get(k) for k in MODEL_KEYS}
     if made_with != asked:
         raise Im2vecError(f"{final} holds features of {made_with}, this run asks for {asked}: remove "
                           f"{final} to extract every photo again, or set those keys back")
-    return spark.read.parquet(final).select("photo_id", "feature")
+    return features_data.read(spark, root)
 
-
-def main(argv: list[str] | None = None) -> int:
-    from pipeline import cli
-
-    return cli.main(["features", *(sys.argv[1:] if argv is None else argv)])
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -9,11 +9,11 @@ through the tasks into Parquet.
 
     ROOT/index/   Parquet: photo_id int64, embedding binary = raw little-endian float16[d]
                   (2·d bytes, no header; pyarrow 14 and Spark 3.5 have no half-float column),
-                  L2-normalized; read it with pipeline.query.load_index
+                  L2-normalized; pipeline.datasets.index reads it
     _manifest.json last: rows_in = rows in features/ = rows_out (one embedding per feature row),
                   rows_rejected = 0; dim = d; model_sha256 of the projection.keras used
 
-Run with ``im2vec index --root ROOT`` or ``spark-submit jobs/index.py --root ROOT``.
+Run with ``im2vec index --root ROOT``.
 """
 from __future__ import annotations
 
@@ -28,25 +28,16 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 from pyspark.sql import DataFrame, SparkSession
 
-from pipeline import Im2vecError, storage
+from pipeline import storage
+from pipeline.datasets import features as features_data, index as index_data, model as model_data
 
-OUTPUT = pa.schema([("photo_id", pa.int64()), ("embedding", pa.binary())])
-OUTPUT_DDL = "photo_id long, embedding binary"
-BATCH_ROWS = 4096   # feature rows per Arrow batch, per forward pass of g
+BATCH_ROWS = model_data.EMBED_BATCH   # feature rows per Arrow batch, per forward pass of g
 
 _projections: dict[str, object] = {}   # per Python worker: model sha256 -> loaded projection
 
 
-def encode_embeddings(embeddings: np.ndarray) -> pa.BinaryArray:
-    """float[N, d] -> N binary values of raw little-endian float16[d] (2·d bytes each), vectorized."""
-    values = np.ascontiguousarray(embeddings, dtype="<f2")
-    n, dim = values.shape
-    offsets = np.arange(n + 1, dtype=np.int32) * (2 * dim)
-    return pa.Array.from_buffers(pa.binary(), n, [None, pa.py_buffer(offsets), pa.py_buffer(values.view(np.uint8))])
-
-
 def embed_partition(batches: Iterator[pa.RecordBatch], *, model_bytes, sha256: str) -> Iterator[pa.RecordBatch]:
-    """mapInArrow body: (photo_id, feature NdarrayCodec bytes) batches -> OUTPUT batches, same rows.
+    """mapInArrow body: (photo_id, feature NdarrayCodec bytes) batches -> index_data.SCHEMA batches, same rows.
 
     ``model_bytes``: a Spark broadcast of projection.keras (``.value`` is read once per worker).
     """
@@ -61,17 +52,18 @@ def embed_partition(batches: Iterator[pa.RecordBatch], *, model_bytes, sha256: s
         if sha256 not in _projections:
             context = TaskContext.get()
             use_devices(context.cpus() if context else 1, [])
-            _projections[sha256] = query.load_projection(model_bytes.value)
+            _projections[sha256] = model_data.load_projection(model_bytes.value)
         projection = _projections[sha256]
-        features = query.decode_features(batch.column("feature")).astype(np.float32)
+        features = features_data.decode(batch.column("feature")).astype(np.float32)
         embeddings = query.normalize_rows(np.asarray(projection(features, training=False)))
-        yield pa.RecordBatch.from_arrays([batch.column("photo_id"), encode_embeddings(embeddings)], schema=OUTPUT)
+        yield pa.RecordBatch.from_arrays([batch.column("photo_id"), index_data.encode(embeddings)],
+                                         schema=index_data.SCHEMA)
 
 
 def embed(features: DataFrame, model_bytes, sha256: str) -> DataFrame:
     """features (photo_id, feature) -> (photo_id, embedding), through the broadcast projection."""
     return features.select("photo_id", "feature").mapInArrow(
-        partial(embed_partition, model_bytes=model_bytes, sha256=sha256), OUTPUT_DDL)
+        partial(embed_partition, model_bytes=model_bytes, sha256=sha256), index_data.SCHEMA_DDL)
 
 
 def run(spark: SparkSession, config: dict, root: str) -> dict:
@@ -83,24 +75,18 @@ def run(spark: SparkSession, config: dict, root: str) -> dict:
     Raises:
         Im2vecError: features/ is incomplete, or there is no trained model yet.
     """
-    from pipeline import query
-
     started = time.time()
-    features_uri, model_uri, final = (storage.join(root, d) for d in ("features", "model", "index"))
-    if storage.read_manifest(features_uri) is None:
-        raise Im2vecError(f"{features_uri} is missing or incomplete: run `im2vec features` first")
-    projection_uri = storage.join(model_uri, "projection.keras")
-    if not storage.exists(projection_uri):
-        raise Im2vecError(f"no trained model under {model_uri}: run `im2vec train --root {root}` first")
-    data = query._read_bytes(projection_uri)
+    features_uri, model_uri, final = (d.DATASET.uri(root) for d in (features_data, model_data, index_data))
+    features = features_data.read(spark, root)
+    data = model_data.read_projection_bytes(root)
+    projection_uri = storage.join(model_uri, model_data.PROJECTION)
     sha256 = hashlib.sha256(data).hexdigest()
-    dim = int(query.load_projection(data).output_shape[-1])
-    model_manifest = storage.read_manifest(model_uri) or {}
+    dim = int(model_data.load_projection(data).output_shape[-1])
+    model_manifest = model_data.DATASET.manifest(root) or {}
     if not model_manifest:
         print(f"[im2vec] index: {model_uri} has no manifest (training unfinished): indexing with its "
               "latest projection.keras", file=sys.stderr)
 
-    features = spark.read.parquet(features_uri)
     rows_in = features.count()
     staged = storage.staging_uri(final)
     broadcast = spark.sparkContext.broadcast(data)
@@ -122,12 +108,3 @@ def run(spark: SparkSession, config: dict, root: str) -> dict:
         broadcast.unpersist()
         storage.delete(staged)
 
-
-def main(argv: list[str] | None = None) -> int:
-    from pipeline import cli
-
-    return cli.main(["index", *(sys.argv[1:] if argv is None else argv)])
-
-
-if __name__ == "__main__":
-    sys.exit(main())

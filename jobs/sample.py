@@ -16,13 +16,11 @@ ROOT/features/ (Petastorm: photo_id, feature as NdarrayCodec bytes). Writes, per
 
 Every draw is a pure function of (seed, epoch, photo_id, slot) (see pipeline.sampling), so an
 epoch is byte-identical however often and on however many partitions it is made.
-Run with `im2vec sample --root ROOT --epochs 1-3`, or `spark-submit jobs/sample.py --root ROOT`.
+Run with `im2vec sample --root ROOT --epochs 1-3`.
 """
 from __future__ import annotations
 
 import functools
-import io
-import sys
 import time
 from dataclasses import dataclass
 
@@ -35,7 +33,8 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from pipeline import Im2vecError, sampling, storage
-from pipeline.storage import epoch_uri
+from pipeline.datasets import epochs, features as features_data, tagged, vocab as vocab_data
+from pipeline.datasets.epochs import uri as epoch_uri
 
 KEYS = ("seed", "positives", "negatives", "partitions", "row_group_mb")
 
@@ -71,18 +70,6 @@ def parameters(config: dict) -> dict:
     return params
 
 
-def read_vocab(spark: SparkSession, root: str) -> pd.DataFrame:
-    """ROOT/vocab/ as a pandas frame in tag_id order (tag_id, images, neg_weight, pos_weight); checks ids are 0..V-1."""
-    uri = storage.join(root, "vocab")
-    if storage.read_manifest(uri) is None:
-        raise Im2vecError(f"{uri} is missing or incomplete: run `im2vec vocab` first")
-    vocab = (spark.read.parquet(uri).select("tag_id", "images", "neg_weight", "pos_weight").toPandas()
-             .sort_values("tag_id", ignore_index=True))
-    if len(vocab) == 0 or not np.array_equal(vocab["tag_id"].to_numpy(), np.arange(len(vocab))):
-        raise Im2vecError(f"{uri}: tag_id must run 0..V-1 without gaps")
-    return vocab
-
-
 def prepare(spark: SparkSession, config: dict, root: str) -> Inputs:
     """Read the inputs once for any number of epochs: broadcast the tables, count the rejects.
 
@@ -93,31 +80,27 @@ def prepare(spark: SparkSession, config: dict, root: str) -> Inputs:
         :class:`Inputs`. Counting the train images is one pass over tagged/ (and features/'s
         photo_id column); the broadcast holds 20 bytes per tag.
     """
-    vocab = read_vocab(spark, root)
+    vocab = vocab_data.read(root, ["images", "neg_weight", "pos_weight"]).to_pandas()
     size = len(vocab)
     try:
         tables = sampling.build_tables(vocab["neg_weight"].to_numpy(), vocab["pos_weight"].to_numpy())
     except ValueError as err:
         raise Im2vecError(f"vocab/ weights cannot be sampled from: {err}") from None
-    tagged_uri = storage.join(root, "tagged")
-    if not storage.exists(tagged_uri):
-        raise Im2vecError(f"{tagged_uri} is missing: run `im2vec vocab` first")
-    uris = [storage.join(root, "vocab"), tagged_uri]
-    train = spark.read.parquet(tagged_uri).where(F.col("split") == "train").select("photo_id", "tag_ids")
+    uris = [vocab_data.DATASET.uri(root), tagged.DATASET.uri(root)]
+    train = tagged.read(spark, root).where(F.col("split") == "train").select("photo_id", "tag_ids")
     tag_count = F.coalesce(F.size("tag_ids"), F.lit(0))
     usable = (tag_count > 0) & (tag_count < size)
     reasons = {"no_tags": tag_count <= 0, "every_tag": tag_count >= size}
 
-    features_uri = storage.join(root, "features")
+    features_uri = features_data.DATASET.uri(root)
     feature_dim = None
     if storage.exists(features_uri):
-        if storage.read_manifest(features_uri) is None:
+        if features_data.DATASET.manifest(root) is None:
             raise Im2vecError(f"{features_uri} is incomplete (no _manifest.json): finish `im2vec features` "
                               "or remove the folder to sample without features")
         uris.append(features_uri)
-        features = spark.read.parquet(features_uri).select("photo_id", "feature")
-        first = features.select("feature").first()
-        feature_dim = None if first is None else int(np.load(io.BytesIO(first[0])).size)
+        features = features_data.read(spark, root)
+        feature_dim = features_data.feature_dim(features)
         images = train.where(usable).join(features, "photo_id")
         flags = features.select("photo_id", F.lit(True).alias("has_feature"))
         counted = train.join(flags, "photo_id", "left")
@@ -280,9 +263,10 @@ def run(spark: SparkSession, config: dict, root: str, epochs: tuple[int, int] | 
     inputs.tables.unpersist()
     rows_in = inputs.counts["train"] * len(made)
     rows_out = sum(m["rows_out"] for m in made)
+    # A summary, not a dataset: each epoch's own manifest lists its files (the scheduler deletes epochs).
     return storage.write_manifest(storage.join(root, "epochs"), "sample", rows_in=rows_in, rows_out=rows_out,
                                   rows_rejected=rows_in - rows_out, parameters=parameters(config),
-                                  inputs=inputs.uris, started=started, epochs=made)
+                                  inputs=inputs.uris, started=started, epochs=made, data_files={})
 
 
 def check(spark: SparkSession, config: dict, root: str, epoch: int) -> dict:
@@ -300,16 +284,12 @@ def check(spark: SparkSession, config: dict, root: str, epoch: int) -> dict:
         0), ``negatives`` and ``positives`` from :func:`pipeline.sampling.draw_fit`, and the
         positives' ``mean_log_images`` and ``deciles``.
     """
-    final = epoch_uri(root, epoch)
-    manifest = storage.read_manifest(final)
-    if manifest is None:
-        raise Im2vecError(f"{final} is missing or incomplete: run `im2vec sample --epochs {epoch}-{epoch}` first")
-    vocab = read_vocab(spark, root)
+    vocab = vocab_data.read(root, ["images", "neg_weight", "pos_weight"]).to_pandas()
     size = len(vocab)
     weights = pd.DataFrame({"tag_id": np.arange(size, dtype=np.int32),
                             "q": vocab["neg_weight"] / vocab["neg_weight"].sum(), "w": vocab["pos_weight"]})
-    rows = (spark.read.parquet(final).select("photo_id", "pos_ids", "neg_ids")
-            .join(spark.read.parquet(storage.join(root, "tagged")).select("photo_id", "tag_ids"), "photo_id"))
+    rows = (epochs.read(spark, root, epoch).select("photo_id", "pos_ids", "neg_ids")
+            .join(tagged.read(spark, root).select("photo_id", "tag_ids"), "photo_id"))
     own = rows.select("photo_id", F.explode("tag_ids").alias("tag_id")).join(
         F.broadcast(spark.createDataFrame(weights)), "tag_id")
     per_image = own.groupBy("photo_id").agg(F.sum("q").alias("own_mass"), F.sum("w").alias("w_total"),
@@ -355,12 +335,3 @@ def check(spark: SparkSession, config: dict, root: str, epoch: int) -> dict:
                                                "drawn_positives": pos_drawn}),
     }
 
-
-def main(argv: list[str] | None = None) -> int:
-    from pipeline import cli
-
-    return cli.main(["sample", *(sys.argv[1:] if argv is None else argv)])
-
-
-if __name__ == "__main__":
-    sys.exit(main())

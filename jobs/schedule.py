@@ -14,21 +14,17 @@ missing), each pass
 Killed and restarted, it deletes the staging folders the killed run left under ROOT/epochs/ and
 carries on: epochs are deterministic, so a remade epoch is the one that would have been made.
 Do not run ``im2vec sample`` on the same root meanwhile: its staging folder would be deleted.
-Run with `im2vec schedule --root ROOT [--once]`, or `spark-submit jobs/schedule.py --root ROOT`.
+Run with `im2vec schedule --root ROOT [--once]`.
 """
 from __future__ import annotations
 
-import json
-import re
-import sys
 import time
 
 import pyarrow.fs as pafs
 
 from jobs import sample
 from pipeline import Im2vecError, storage
-
-_EPOCH_FOLDER = re.compile(r"epoch=(\d+)$")
+from pipeline.datasets import epochs, model
 
 
 def log(message: str) -> None:
@@ -41,25 +37,13 @@ def trainer_epoch(root: str, last_known: int = 0) -> int:
     A file that cannot be read as ``{"epoch": int, ...}`` (e.g. caught mid-write) gives
     ``last_known`` back, so one bad read never moves the schedule backwards or stops it.
     """
-    uri = storage.join(root, "model", "progress.json")
     try:
-        return max(last_known, int(json.loads(storage.read_text(uri))["epoch"]))
+        return max(last_known, int(model.load_progress(root)["epoch"]))
     except FileNotFoundError:
         return last_known
     except (OSError, ValueError, KeyError, TypeError) as err:
-        log(f"cannot read {uri} ({err}); keeping epoch {last_known}")
+        log(f"cannot read {storage.join(model.DATASET.uri(root), model.PROGRESS)} ({err}); keeping epoch {last_known}")
         return last_known
-
-
-def epoch_folders(root: str) -> dict[int, str]:
-    """Epoch number -> folder URI of every ``epoch=NNNNN`` folder under ROOT/epochs/, complete or not."""
-    fs, path = storage.filesystem(storage.join(root, "epochs"))
-    found = {}
-    for info in fs.get_file_info(pafs.FileSelector(path, allow_not_found=True)):
-        match = _EPOCH_FOLDER.match(info.base_name)
-        if match and info.type == pafs.FileType.Directory:
-            found[int(match.group(1))] = sample.epoch_uri(root, int(match.group(1)))
-    return found
 
 
 def clean_staging(root: str) -> list[str]:
@@ -100,12 +84,12 @@ def run(config: dict, root: str, once: bool = False) -> list[dict]:
     done = 0
     while True:
         done = trainer_epoch(root, done)
-        for epoch, uri in sorted(epoch_folders(root).items()):
+        for epoch, uri in epochs.folders(root).items():
             if epoch <= done - keep:
                 storage.delete(uri)
                 log(f"deleted epoch {epoch} (trainer finished epoch {done})")
         missing = [e for e in range(done + 1, min(total, done + ahead) + 1)
-                   if storage.read_manifest(sample.epoch_uri(root, e)) is None]
+                   if epochs.dataset(e).manifest(root) is None]
         if missing:
             inputs = inputs or sample.prepare(spark, config, root)
             manifest = sample.write_epoch(spark, config, root, inputs, missing[0])
@@ -120,12 +104,3 @@ def run(config: dict, root: str, once: bool = False) -> list[dict]:
             return made
         time.sleep(poll)
 
-
-def main(argv: list[str] | None = None) -> int:
-    from pipeline import cli
-
-    return cli.main(["schedule", *(sys.argv[1:] if argv is None else argv)])
-
-
-if __name__ == "__main__":
-    sys.exit(main())

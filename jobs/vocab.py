@@ -16,7 +16,6 @@ A photo whose only candidate tags were held out is untagged.
 """
 from __future__ import annotations
 
-import sys
 import time
 
 import numpy as np
@@ -25,6 +24,7 @@ import pyarrow.compute as pc
 from pyspark.sql import Column, DataFrame, SparkSession, Window, functions as F
 
 from pipeline import Im2vecError, config as configuration, storage
+from pipeline.datasets import clean as clean_data
 
 PARAMETER_KEYS = ("min_images", "min_users", "max_size", "pos_alpha", "neg_power", "zero_shot_fraction",
                   "validation_fraction", "test_fraction", "seed", "partitions")
@@ -133,16 +133,14 @@ def run(spark: SparkSession, config: dict, root: str) -> dict:
     The manifest (in vocab/) counts ``vocab_size`` and ``zero_shot_tags`` (held out) besides the rows.
     """
     started = time.time()
-    clean_uri = storage.join(root, "clean")
-    if storage.read_manifest(clean_uri) is None:
-        raise Im2vecError(f"{clean_uri} is missing or incomplete: run `im2vec clean` first")
+    clean_uri = clean_data.DATASET.uri(root)
+    clean = clean_data.read(spark, root)
     final_vocab, final_tagged = storage.join(root, "vocab"), storage.join(root, "tagged")
     final_zero_shot = storage.join(root, "zero_shot")
     fraction = float(config["zero_shot_fraction"])
     if not 0.0 <= fraction < 1.0:
         raise Im2vecError(f"zero_shot_fraction must be in [0, 1), got {fraction}")
     storage.delete(storage.join(final_vocab, storage.MANIFEST))
-    clean = spark.read.parquet(clean_uri)
 
     counts = tag_counts(clean).cache()
     vocab, zero_shot = select_vocab(
@@ -182,14 +180,6 @@ def run(spark: SparkSession, config: dict, root: str) -> dict:
         final_vocab, "vocab", rows_in=rows_in, rows_out=rows_out, rows_rejected=0,
         untagged=rows_in - rows_out, vocab_size=len(vocab_tags), zero_shot_tags=zero_shot_tags,
         distinct_tags=counts.count(), splits=splits, tagged=final_tagged, zero_shot=final_zero_shot,
-        parameters={k: config[k] for k in PARAMETER_KEYS}, inputs=[clean_uri], started=started)
+        parameters={k: config[k] for k in PARAMETER_KEYS}, inputs=[clean_uri], started=started,
+        covers=(final_tagged, final_zero_shot))
 
-
-def main(argv: list[str] | None = None) -> int:
-    from pipeline import cli
-
-    return cli.main(["vocab", *(sys.argv[1:] if argv is None else argv)])
-
-
-if __name__ == "__main__":
-    sys.exit(main())

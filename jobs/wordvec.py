@@ -8,8 +8,7 @@ Reads ROOT/vocab/ and ROOT/tagged/ (train split); writes ROOT/wordvec/:
     _manifest.json last: rows_in = vocab size = rows_out (every tag gets a vector), rows_rejected = 0,
                    counts per source (pretrained, multiword, learned, random), dim, training stats
 
-gensim runs on the driver; Spark is not used. Run with `im2vec wordvec --root ROOT` or
-`spark-submit jobs/wordvec.py --root ROOT`.
+gensim runs on the driver; Spark is not used. Run with `im2vec wordvec --root ROOT`.
 """
 from __future__ import annotations
 
@@ -23,6 +22,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from pipeline import storage, wordvec
+from pipeline.datasets import tagged, vocab, wordvec as wordvec_data
 from pipeline.config import redacted
 
 KEYS = ("wordvec_source", "pretrained_vectors", "pretrained_format", "vector_size", "wordvec_epochs",
@@ -36,10 +36,9 @@ def run(spark, config: dict, root: str) -> dict:
     source = config["wordvec_source"]
     if source not in ("learned", "pretrained", "both"):
         raise wordvec.WordvecError(f"wordvec_source must be learned, pretrained or both, got {source!r}")
-    vocab_uri, tagged_uri, out_uri = (storage.join(root, name) for name in ("vocab", "tagged", "wordvec"))
-    if storage.read_manifest(vocab_uri) is None:
-        raise wordvec.WordvecError(f"{vocab_uri} is missing or incomplete: run `im2vec vocab` first")
-    tags = wordvec.read_vocab(vocab_uri)
+    vocab_uri, tagged_uri, out_uri = vocab.DATASET.uri(root), tagged.DATASET.uri(root), wordvec_data.DATASET.uri(root)
+    tags = vocab.tags(root)
+    tagged.DATASET.require(root)
     stats: dict = {}
 
     words = None
@@ -85,13 +84,3 @@ def _log_progress() -> None:
     for name in ("gensim.models.word2vec", "pipeline.wordvec"):
         logging.getLogger(name).setLevel(logging.INFO)
 
-
-def main(argv: list[str] | None = None) -> int:
-    """spark-submit entry point: ``spark-submit jobs/wordvec.py --root ROOT [--set key=value]``."""
-    from pipeline import cli
-
-    return cli.main(["wordvec", *(sys.argv[1:] if argv is None else argv)])
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -14,19 +14,14 @@ Contract (other tools call it; keep it stable)::
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import sys
 import time
 
-import pyarrow.fs as pafs
+from pipeline import Im2vecError, config as configuration, run as runner, status, storage
 
-from pipeline import Im2vecError, config as configuration, storage
-
-# Spark stages in pipeline order; `im2vec run` runs every one of them.
-STAGES = ["clean", "vocab", "wordvec", "features", "sample"]
-# ... and after training, `index`; every one of these can go through spark-submit (--submit).
-SPARK_STAGES = STAGES + ["index"]
+# The Spark stages; every one of them can go through spark-submit (--submit).
+SPARK_STAGES = status.STAGES + ["index"]
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -74,6 +69,33 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("index", help="embed every image with the trained model into index/ (Spark)")
     _common(p)
 
+    _add_query_commands(sub)
+
+    p = sub.add_parser("evaluate", help="P/R/F1/N+ at 5 and mAP on the test split vs baselines -> reports/")
+    _common(p)
+
+    p = sub.add_parser("run", help="run every stage in order")
+    _common(p)
+    p.add_argument("--input", nargs="+", required=True, metavar="PATH_OR_GLOB")
+
+    p = sub.add_parser("status", help="show what each stage under a root produced")
+    p.add_argument("--root", required=True)
+    p.add_argument("--json", action="store_true", help="print the manifests as JSON")
+    p.add_argument("--verify", action="store_true",
+                   help="check every finished dataset's files against its manifest; exit 1 if any is missing, "
+                        "extra or truncated")
+
+    p = sub.add_parser("serve", help="a web page on localhost to search images with words and see their tags")
+    p.add_argument("--root", required=True)
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--host", default="127.0.0.1", help="address to bind; 0.0.0.0 exposes it to the network")
+
+    _add_data_commands(sub)
+    return parser
+
+
+def _add_query_commands(sub) -> None:
+    """The subcommands that read a trained run without Spark: tag and search."""
     p = sub.add_parser("tag", help="the top-k tags of image files, folders of them or photo ids",
                        epilog="exit status: 0 every input was tagged; 1 some inputs could not be (each says why, "
                               "the others are tagged); 2 none could be, or a usage error (no model, bad option)")
@@ -92,22 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help='print {"query": ..., "results": [...]}')
     p.add_argument("words", nargs="+")
 
-    p = sub.add_parser("evaluate", help="P/R/F1/N+ at 5 and mAP on the test split vs baselines -> reports/")
-    _common(p)
 
-    p = sub.add_parser("run", help="run every stage in order")
-    _common(p)
-    p.add_argument("--input", nargs="+", required=True, metavar="PATH_OR_GLOB")
-
-    p = sub.add_parser("status", help="show what each stage under a root produced")
-    p.add_argument("--root", required=True)
-    p.add_argument("--json", action="store_true", help="print the manifests as JSON")
-
-    p = sub.add_parser("serve", help="a web page on localhost to search images with words and see their tags")
-    p.add_argument("--root", required=True)
-    p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--host", default="127.0.0.1", help="address to bind; 0.0.0.0 exposes it to the network")
-
+def _add_data_commands(sub) -> None:
+    """The subcommands that make input data: synth and demo-data."""
     p = sub.add_parser("synth", help="write synthetic YFCC metadata with realistic statistics")
     p.add_argument("--rows", type=int, required=True)
     p.add_argument("--layout", type=int, choices=[23, 25], default=25)
@@ -122,7 +131,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="openclipart: Debian's openclipart-svg/-png; openmoji: the npm package openmoji 17.0.0")
     p.add_argument("--source", help="where the corpus is (default: openclipart /usr/share/openclipart; "
                                     "openmoji .cache/openmoji-17.0.0 in the checkout, made by `make openmoji`)")
-    return parser
 
 
 def _epoch_range(text: str) -> tuple[int, int]:
@@ -140,27 +148,6 @@ def _load_config(args) -> dict:
     return configuration.load(args.config, args.overrides, master=args.master)
 
 
-def _run_stage(name: str, args, config: dict) -> dict:
-    from pipeline.spark import session
-
-    job = importlib.import_module(f"jobs.{name}")
-    spark = session(config, f"im2vec {name}")
-    root = storage.to_uri(args.root)
-    started = time.time()
-    kwargs = {}
-    if name == "clean":
-        kwargs["inputs"] = args.input
-    if name == "sample":
-        kwargs["epochs"] = getattr(args, "epochs", None) or (1, int(config["epochs"]))
-    from pipeline import progress
-
-    with progress.report(spark, name):
-        manifest = job.run(spark, config, root, **kwargs)
-    print(f"[im2vec] {name}: {manifest['rows_in']:,} rows in, {manifest['rows_out']:,} out, "
-          f"{manifest['rows_rejected']:,} rejected in {time.time() - started:.1f}s -> {manifest['output']}")
-    return manifest
-
-
 def cmd_stage(args) -> int:
     config = _load_config(args)
     if args.command == "sample" and args.check:
@@ -171,27 +158,18 @@ def cmd_stage(args) -> int:
         report = sample.check(session(config, "im2vec sample --check"), config, storage.to_uri(args.root), epoch)
         print(json.dumps(report, indent=2))
         return 0
-    _run_stage(args.command, args, config)
+    runner.stage(args.command, config, storage.to_uri(args.root), inputs=getattr(args, "input", None),
+                 epochs=getattr(args, "epochs", None))
     return 0
 
 
 def cmd_train(args) -> int:
-    from model import train
-
-    m = train.run(_load_config(args), storage.to_uri(args.root))
-    print(f"[im2vec] train: epoch {m['epoch']}, step {m['step']}; validation per-tag F1@5 {_number(m.get('val_f1'))} "
-          f"(popularity {_number(m.get('popularity_f1'))}), P@5 {_number(m.get('val_p_at_5'))} "
-          f"(popularity {_number(m.get('popularity_p_at_5'))}) -> {m.get('output', m.get('model_dir'))}")
+    runner.train(_load_config(args), storage.to_uri(args.root))
     return 0
 
 
 def cmd_evaluate(args) -> int:
-    from model import evaluate
-
-    manifest = evaluate.run(_load_config(args), storage.to_uri(args.root))
-    print(manifest["markdown"])
-    print(f"[im2vec] evaluate: {manifest['rows_out']:,} test images in {manifest['seconds']:.1f}s -> "
-          f"{manifest['output']}/evaluation.json, evaluation.md, evaluation_pr.png, evaluation_examples.png")
+    runner.evaluate(_load_config(args), storage.to_uri(args.root))
     return 0
 
 
@@ -203,142 +181,18 @@ def cmd_schedule(args) -> int:
 
 
 def cmd_run(args) -> int:
-    config = _load_config(args)
-    root = storage.to_uri(args.root)
-    for name in STAGES:
-        if name == "features" and not config.get("images"):
-            print("[im2vec] features: SKIPPED: no image source; pass --set images=TEMPLATE "
-                  "(sample then runs without a feature column, and there is nothing to train on)", file=sys.stderr)
-            continue
-        _run_stage(name, args, config)
-    if storage.read_manifest(storage.join(root, "features")) is not None:
-        # The stages above were made anew, so an earlier model (its checkpoints included) is stale.
-        if storage.exists(storage.join(root, "model")):
-            print(f"[im2vec] train: starting over: deleting the earlier model {storage.join(root, 'model')}",
-                  file=sys.stderr)
-            storage.delete(storage.join(root, "model"))
-        cmd_train(args)
-        _run_stage("index", args, config)
-        cmd_evaluate(args)
-    print()
-    print(status_text(root))
+    runner.everything(_load_config(args), storage.to_uri(args.root), args.input)
     return 0
-
-
-# What train, index and evaluate write, after the Spark stages' outputs.
-MODEL_OUTPUTS = ["model", "index", "reports"]
-# A folder under one of these named _staging-* is a stage's unfinished output (storage.staging_uri).
-STAGING_PARENTS = ["", "rejects", "epochs"]
-
-
-def stage_manifests(root: str) -> dict[str, dict | None]:
-    """{output folder: its manifest or None} for every stage under ``root``, in pipeline order.
-
-    Most stages write one folder named like the stage; ``sample`` writes one folder per epoch;
-    then MODEL_OUTPUTS (train: ``model/``, index: ``index/``, evaluate: ``reports/``).
-    """
-    found: dict[str, dict | None] = {}
-    for name in STAGES:
-        if name != "sample":
-            found[name] = storage.read_manifest(storage.join(root, name))
-            continue
-        epochs_uri = storage.join(root, "epochs")
-        fs, path = storage.filesystem(epochs_uri)
-        if storage.exists(epochs_uri):
-            for info in sorted(fs.get_file_info(pafs.FileSelector(path)), key=lambda i: i.base_name):
-                if info.type == pafs.FileType.Directory and info.base_name.startswith("epoch="):
-                    found[f"epochs/{info.base_name}"] = storage.read_manifest(storage.join(epochs_uri, info.base_name))
-        if not any(k.startswith("epochs/") for k in found):
-            found["epochs"] = None
-    for name in MODEL_OUTPUTS:
-        found[name] = storage.read_manifest(storage.join(root, name))
-    return found
-
-
-def staging_folders(root: str) -> list[str]:
-    """URIs of the ``_staging-*`` folders under ``root`` (and its rejects/ and epochs/), sorted.
-
-    A stage builds its output in one and moves it into place at the end; one that is still
-    there after the stage ended is left by a crashed run.
-    """
-    found = []
-    for parent in STAGING_PARENTS:
-        uri = storage.join(root, parent) if parent else root
-        if not storage.exists(uri):
-            continue
-        fs, path = storage.filesystem(uri)
-        found += [storage.join(uri, info.base_name) for info in fs.get_file_info(pafs.FileSelector(path))
-                  if info.type == pafs.FileType.Directory and info.base_name.startswith("_staging-")]
-    return sorted(found)
-
-
-def _read_json(uri: str) -> dict | None:
-    try:
-        return json.loads(storage.read_text(uri))
-    except (FileNotFoundError, OSError, ValueError):
-        return None
-
-
-def _number(value, digits: int = 4) -> str:
-    return "-" if value is None else f"{value:.{digits}f}"
-
-
-def _summary_lines(root: str, manifests: dict[str, dict | None]) -> list[str]:
-    """Lines on training progress (model/progress.json), the index and the evaluation, where they exist."""
-    lines = []
-    progress = _read_json(storage.join(root, "model", "progress.json"))
-    if progress:
-        lines.append(f"train: epoch {progress.get('epoch')}, step {progress.get('step') or 0:,}, validation P@5 "
-                     f"{_number(progress.get('val_p_at_5'))} (popularity {_number(progress.get('popularity_p_at_5'))}), "
-                     f"updated {progress.get('updated', '-')}")
-    index = manifests.get("index")
-    if index:
-        trained = (manifests.get("model") or progress or {}).get("epoch")
-        stale = "" if trained is None or index.get("model_epoch") in (None, trained) else \
-            f": older than the model (epoch {trained}), run `im2vec index` again"
-        lines.append(f"index: {index['rows_out']:,} embeddings of dimension {index.get('dim')} from the model "
-                     f"of epoch {index.get('model_epoch')}{stale}")
-    report = _read_json(storage.join(root, "reports", "evaluation.json"))
-    for method, scores in (report or {}).items():
-        if isinstance(scores, dict) and "p_at_5" in scores:
-            lines.append(f"evaluate {method}: P@5 {_number(scores.get('p_at_5'))} R@5 {_number(scores.get('r_at_5'))} "
-                         f"F1 {_number(scores.get('f1'))} mAP {_number(scores.get('map'))}")
-    return lines
-
-
-def status_text(root: str) -> str:
-    """A table of every stage output under ``root``: complete (counts, time), partial or missing.
-
-    Then, where they exist: training progress, the index, the evaluation's scores, and any
-    ``_staging-*`` folder a crashed run left behind.
-    """
-    lines = [f"im2vec run at {root}", f"{'output':<20} {'state':<9} {'rows in':>12} {'rows out':>12} "
-             f"{'rejected':>10} {'seconds':>8}  finished"]
-    manifests = stage_manifests(root)
-    for name, manifest in manifests.items():
-        if manifest is None:
-            # reports/ also holds the trainer's plot: evaluate has started once evaluation.json exists.
-            started = storage.join(root, name, "evaluation.json") if name == "reports" else storage.join(root, name)
-            state = "partial" if storage.exists(started) else "missing"
-            lines.append(f"{name:<20} {state:<9}")
-            continue
-        lines.append(f"{name:<20} {'complete':<9} {manifest['rows_in']:>12,} {manifest['rows_out']:>12,} "
-                     f"{manifest['rows_rejected']:>10,} {manifest['seconds']:>8.1f}  {manifest['finished']}")
-    lines += _summary_lines(root, manifests)
-    lines += [f"stale staging folder from a crashed run: {uri} (safe to delete unless a stage is running now)"
-              for uri in staging_folders(root)]
-    return "\n".join(lines)
 
 
 def cmd_status(args) -> int:
     root = storage.to_uri(args.root)
-    if args.json:
-        print(json.dumps({**stage_manifests(root),
-                          "model/progress.json": _read_json(storage.join(root, "model", "progress.json")),
-                          "stale_staging": staging_folders(root)}, indent=2))
-    else:
-        print(status_text(root))
-    return 0
+    print(status.status_json(root) if args.json else status.status_text(root))
+    if not args.verify:
+        return 0
+    text, ok = status.verify_text(root)
+    print(text)
+    return 0 if ok else 1
 
 
 def cmd_synth(args) -> int:

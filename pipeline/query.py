@@ -23,21 +23,17 @@ gets the offset of a typical tag. Searching ranks images for one query by cosine
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.dataset as ds
-import pyarrow.fs as pafs
 
 from pipeline import Im2vecError, storage
+from pipeline.datasets import clean, features as features_data, index as index_data, model as model_data, vocab, \
+    wordvec
 
-EMBED_BATCH = 4096   # images per forward pass of g
 # Words of words.kv that may tag an image with any_word=True: letters, inner - or ' allowed.
 # GloVe's keys include punctuation and numbers ("," ".", "1998"), which are not tags.
 WORD_PATTERN = re.compile(r"^[^\W\d_]+(?:[-'][^\W\d_]+)*$")
@@ -97,42 +93,9 @@ class Index:
 
 # --- loading ---------------------------------------------------------------------------------------
 
-def _read_bytes(uri: str) -> bytes:
-    fs, path = storage.filesystem(uri)
-    with fs.open_input_stream(path) as src:
-        return src.read()
-
-
-def _local_path(uri: str, scratch: str) -> str:
-    """A local path to read ``uri`` from: its own path for file://, else a copy in ``scratch``."""
-    fs, path = storage.filesystem(uri)
-    if uri.startswith("file://") or "://" not in uri:
-        return path
-    local = os.path.join(scratch, os.path.basename(path))
-    with open(local, "wb") as out:
-        out.write(_read_bytes(uri))
-    return local
-
-
-def load_projection(data: bytes):
-    """A Keras projection from the bytes of a ``.keras`` file (Keras loads only from a path)."""
-    import keras
-
-    with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "projection.keras")
-        with open(path, "wb") as out:
-            out.write(data)
-        return keras.models.load_model(path, compile=False)
-
-
-def read_vocab_tags(root: str) -> list[str]:
-    """ROOT/vocab/ tags in tag_id order (tag_id runs 0..V-1)."""
-    uri = storage.join(root, "vocab")
-    if storage.read_manifest(uri) is None:
-        raise Im2vecError(f"{uri} is missing or incomplete: run `im2vec vocab` first")
-    fs, path = storage.filesystem(uri)
-    table = ds.dataset(path, filesystem=fs, format="parquet").to_table(columns=["tag_id", "tag"]).sort_by("tag_id")
-    return table.column("tag").to_pylist()
+# The features/ readers, under the names model/evaluate.py still calls them by.
+read_features = features_data.read_rows
+decode_features = features_data.decode
 
 
 def load_model(root: str) -> Model:
@@ -143,124 +106,36 @@ def load_model(root: str) -> Model:
     Raises:
         Im2vecError: there is no trained model yet, or it does not match the vocabulary.
     """
-    from gensim.models import KeyedVectors
-
     root = storage.to_uri(root)
-    model_uri = storage.join(root, "model")
-    if not storage.exists(storage.join(model_uri, "projection.keras")):
-        raise Im2vecError(f"no trained model under {model_uri}: run `im2vec train --root {root}` first")
-    data = _read_bytes(storage.join(model_uri, "projection.keras"))
-    tag_vectors = np.load(io.BytesIO(_read_bytes(storage.join(model_uri, "tag_vectors.npy")))).astype(np.float32)
-    tag_bias = np.load(io.BytesIO(_read_bytes(storage.join(model_uri, "tag_bias.npy")))).astype(np.float32)
-    tags = read_vocab_tags(root)
+    data = model_data.read_projection_bytes(root)
+    tag_vectors, tag_bias = model_data.read_array(root, "tag_vectors"), model_data.read_array(root, "tag_bias")
+    tags = vocab.tags(root)
     if not len(tags) == len(tag_vectors) == len(tag_bias):
-        raise Im2vecError(f"{model_uri} has {len(tag_vectors):,} tag vectors for a vocabulary of {len(tags):,} "
-                          "tags: train again after `im2vec vocab`")
-    words = None
-    words_uri = storage.join(root, "wordvec", "words.kv")
-    if storage.exists(words_uri):
-        if words_uri.startswith("file://"):
-            words = KeyedVectors.load(storage.filesystem(words_uri)[1], mmap="r")
-        else:
-            with tempfile.TemporaryDirectory() as tmp:
-                fs, path = storage.filesystem(storage.join(root, "wordvec"))
-                for info in fs.get_file_info(pafs.FileSelector(path)):
-                    if info.base_name.startswith("words.kv"):
-                        _local_path(storage.join(root, "wordvec", info.base_name), tmp)
-                words = KeyedVectors.load(os.path.join(tmp, "words.kv"))
-        if words.vector_size != tag_vectors.shape[1]:
-            raise Im2vecError(f"{words_uri} has vectors of size {words.vector_size}, the model {tag_vectors.shape[1]}")
-    return Model(projection=load_projection(data), tag_vectors=tag_vectors, tag_bias=tag_bias, tags=tags,
+        raise Im2vecError(f"{model_data.DATASET.uri(root)} has {len(tag_vectors):,} tag vectors for a vocabulary of "
+                          f"{len(tags):,} tags: train again after `im2vec vocab`")
+    words = wordvec.load_words(root)
+    if words is not None and words.vector_size != tag_vectors.shape[1]:
+        raise Im2vecError(f"{wordvec.DATASET.uri(root)}/words.kv has vectors of size {words.vector_size}, "
+                          f"the model {tag_vectors.shape[1]}")
+    return Model(projection=model_data.load_projection(data), tag_vectors=tag_vectors, tag_bias=tag_bias, tags=tags,
                  words=words, model_sha256=hashlib.sha256(data).hexdigest())
 
 
-def decode_features(feature_bytes: pa.Array) -> np.ndarray:
-    """features/ values (NdarrayCodec: ``np.save`` bytes of float16[D], one header per row) -> float16[N, D].
-
-    Every row has the same header, so the values are cut out of the column's one buffer at once.
-    """
-    column = feature_bytes.combine_chunks() if isinstance(feature_bytes, pa.ChunkedArray) else feature_bytes
-    n = len(column)
-    if n == 0:
-        return np.zeros((0, 0), np.float16)
-    if column.null_count:
-        raise ValueError("features: null feature values")
-    offsets = np.frombuffer(column.buffers()[1], dtype=np.int32, count=n + 1, offset=column.offset * 4)
-    row_size = int(offsets[1] - offsets[0])
-    if not np.all(np.diff(offsets) == row_size):
-        raise ValueError("features: rows of different sizes")
-    values = np.frombuffer(column.buffers()[2], dtype=np.uint8, count=n * row_size, offset=int(offsets[0]))
-    first = io.BytesIO(values[:row_size].tobytes())
-    version = np.lib.format.read_magic(first)
-    shape, _, dtype = np.lib.format._read_array_header(first, version)
-    header = first.tell()
-    dim = int(np.prod(shape))
-    rows = values.reshape(n, row_size)[:, header:header + dim * dtype.itemsize]
-    return np.ascontiguousarray(rows).view(dtype).reshape(n, dim).astype(np.float16, copy=False)
-
-
-def read_features(root: str, photo_ids=None) -> tuple[np.ndarray, np.ndarray]:
-    """CNN features from ROOT/features/.
-
-    Args:
-        root: the run root URI.
-        photo_ids: int[M] photo ids to read, or None for every row (a small corpus only: N x D floats).
-
-    Returns:
-        ``(photo_id int64[N], feature float32[N, D])``: with photo_ids, the ones found, in the order
-        asked, each once; without, every row in file order.
-    """
-    uri = storage.join(storage.to_uri(root), "features")
-    if storage.read_manifest(uri) is None:
-        raise Im2vecError(f"{uri} is missing or incomplete: run `im2vec features` first")
-    fs, path = storage.filesystem(uri)
-    dataset = ds.dataset(path, filesystem=fs, format="parquet")
-    if photo_ids is None:
-        table = dataset.to_table(columns=["photo_id", "feature"])
-    else:
-        asked = pa.array(np.unique(np.asarray(photo_ids, dtype=np.int64)))
-        table = dataset.to_table(columns=["photo_id", "feature"], filter=pc.field("photo_id").isin(asked))
-        ids = table.column("photo_id").to_numpy()
-        _, first = np.unique(ids, return_index=True)
-        table = table.take(pa.array(first))
-        wanted = list(dict.fromkeys(int(p) for p in photo_ids))
-        position = {int(p): i for i, p in enumerate(table.column("photo_id").to_pylist())}
-        table = table.take(pa.array([position[p] for p in wanted if p in position], pa.int64()))
-    features = decode_features(table.column("feature"))
-    return table.column("photo_id").to_numpy().astype(np.int64), features.astype(np.float32)
-
-
 def load_index(root: str) -> Index:
-    """ROOT/index/ (jobs/index.py): photo_id int64, embedding = raw little-endian float16[d] bytes.
-
-    Holds all N x d as float32 in memory (10M images x 50 dims = 2 GB).
+    """ROOT/index/ (jobs/index.py) in memory: all N x d as float32 (10M images x 50 dims = 2 GB).
 
     Raises:
-        Im2vecError: there is no complete index (run ``im2vec index``).
+        Im2vecError: there is no complete index (run ``im2vec index``), or it fails the data guard.
     """
-    uri = storage.join(storage.to_uri(root), "index")
-    manifest = storage.read_manifest(uri)
-    if manifest is None:
-        raise Im2vecError(f"no index under {uri}: run `im2vec index --root {storage.to_uri(root)}` first")
-    fs, path = storage.filesystem(uri)
-    table = ds.dataset(path, filesystem=fs, format="parquet").to_table(columns=["photo_id", "embedding"])
-    dim = int(manifest["dim"])
-    column = table.column("embedding").combine_chunks()
-    raw = np.frombuffer(column.buffers()[2], dtype="<f2", count=len(column) * dim,
-                        offset=int(np.frombuffer(column.buffers()[1], np.int32, 1, column.offset * 4)[0]))
-    return Index(photo_ids=table.column("photo_id").to_numpy().astype(np.int64),
-                 embeddings=raw.reshape(len(column), dim).astype(np.float32),
-                 model_sha256=str(manifest.get("model_sha256", "")))
+    photo_ids, embeddings, manifest = index_data.read(storage.to_uri(root))
+    return Index(photo_ids=photo_ids, embeddings=embeddings, model_sha256=str(manifest.get("model_sha256", "")))
 
 
 # --- scoring ---------------------------------------------------------------------------------------
 
 def embed(model: Model, features: np.ndarray) -> np.ndarray:
-    """g(f): float16/float32[N, D] features -> float32[N, d], raw (not normalized), EMBED_BATCH rows a pass."""
-    features = np.asarray(features)
-    out = [np.asarray(model.projection(features[i:i + EMBED_BATCH].astype(np.float32), training=False))
-           for i in range(0, len(features), EMBED_BATCH)]
-    return np.concatenate(out) if out else np.zeros((0, model.tag_vectors.shape[1]), np.float32)
+    """g(f): float16/float32[N, D] features -> float32[N, d], raw (not normalized) (pipeline.datasets.model.embed)."""
+    return model_data.embed(model.projection, features)
 
 
 def normalize_rows(vectors: np.ndarray) -> np.ndarray:
@@ -371,13 +246,11 @@ def photo_tags(root: str, photo_ids) -> dict[int, list[str]]:
 
     Scans clean/ with a filter: fine for a page of results, not for millions of ids.
     """
-    uri = storage.join(storage.to_uri(root), "clean")
-    asked = pa.array(np.asarray(list(photo_ids), dtype=np.int64))
-    if len(asked) == 0 or not storage.exists(uri):
+    root = storage.to_uri(root)
+    photo_ids = list(photo_ids)
+    if not photo_ids or clean.DATASET.manifest(root) is None:
         return {}
-    fs, path = storage.filesystem(uri)
-    table = ds.dataset(path, filesystem=fs, format="parquet").to_table(
-        columns=["photo_id", "tags"], filter=pc.field("photo_id").isin(asked))
+    table = clean.photo_rows(root, photo_ids, ["photo_id", "tags"])
     return {int(p): list(t or []) for p, t in zip(table.column("photo_id").to_pylist(), table.column("tags").to_pylist())}
 
 
@@ -395,10 +268,9 @@ def image_features(root: str, paths: list[str]) -> np.ndarray:
     """
     from pipeline import cnn, images
 
-    manifest = storage.read_manifest(storage.join(storage.to_uri(root), "features")) or {}
     params = {"cnn": "mobilenet_v2", "cnn_weights": "", "cnn_input_size": 0, "min_side": images.MIN_SIDE,
-              **{k: v for k, v in manifest.get("parameters", {}).items()
-                 if k in ("cnn", "cnn_weights", "cnn_input_size", "min_side")}}
+              **{k: v for k, v in features_data.made_with(storage.to_uri(root)).items()
+                 if k in (*features_data.MODEL_KEYS, "min_side")}}
     blobs = []
     for path in paths:
         try:

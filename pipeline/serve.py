@@ -41,11 +41,9 @@ from typing import TYPE_CHECKING, Mapping
 from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.dataset as ds
 
 from pipeline import Im2vecError, imagesource, storage
+from pipeline.datasets import clean, features as features_data
 
 if TYPE_CHECKING:  # pipeline.query imports TensorFlow: load it only when a server starts
     from pipeline import query
@@ -96,28 +94,21 @@ def load(root: str) -> App:
     from pipeline import query
 
     root = storage.to_uri(root)
-    manifest = storage.read_manifest(storage.join(root, "features"))
-    if manifest is None or not manifest.get("parameters", {}).get("images"):
-        raise Im2vecError(f"{storage.join(root, 'features')} has no manifest naming the image template "
+    parameters = features_data.made_with(root)
+    if not parameters.get("images"):
+        raise Im2vecError(f"{features_data.DATASET.uri(root)} has no manifest naming the image template "
                           "(parameters.images): run the features stage first")
-    parameters = manifest["parameters"]
     template = imagesource.parse_template(parameters["images"])
     model = query.load_model(root)
     index = query.load_index(root)
     photo_ids = np.asarray(index.photo_ids, dtype=np.int64)
 
-    clean_uri = storage.join(root, "clean")
-    if storage.read_manifest(clean_uri) is None:
-        raise Im2vecError(f"{clean_uri} is missing or incomplete: run the clean stage first")
-    fs, path = storage.filesystem(clean_uri)
-    columns = list(dict.fromkeys(["photo_id", "tags", *template.columns]))
-    rows = ds.dataset(path, filesystem=fs, format="parquet").to_table(
-        columns=columns, filter=pc.field("photo_id").isin(pa.array(photo_ids)))
+    rows = clean.photo_rows(root, photo_ids, list(dict.fromkeys(["photo_id", "tags", *template.columns])))
     ids = rows.column("photo_id").to_pylist()
     uris = dict(zip(ids, template.expand(rows).to_pylist()))
     tags = dict(zip(ids, (t or [] for t in rows.column("tags").to_pylist())))
 
-    feature_ids, features = query.read_features(root, photo_ids)
+    feature_ids, features = features_data.read_rows(root, photo_ids)
     ranked = query.rank_tags(model, query.embed(model, features), k=PREDICTED_TAGS)
     predicted = {int(p): [(t, float(s)) for t, s in r] for p, r in zip(feature_ids, ranked)}
     return App(model, index, uris, tags, predicted, imagesource.source_for(parameters))

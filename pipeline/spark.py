@@ -42,7 +42,7 @@ def session(config: dict, app_name: str) -> SparkSession:
         builder = builder.master(str(config.get("master") or "local[*]"))
     for key, value in properties(config, launcher).items():
         builder = builder.config(key, value)
-    # Last: spark-submit names every application after its script ("clean.py").
+    # Last: spark-submit names every application after its script ("main.py").
     builder = builder.appName(app_name)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel(os.environ.get("IM2VEC_SPARK_LOG_LEVEL", "WARN"))

@@ -3,13 +3,13 @@
 ``im2vec clean --submit yarn --root s3a://bucket/run1 --input ...`` runs::
 
     $SPARK_HOME/bin/spark-submit --master yarn --conf spark.submit.deployMode=cluster \\
-        --conf ... .../jobs/clean.py --root s3a://bucket/run1 --input ...
+        --conf ... .../pipeline/app/main.py clean --root s3a://bucket/run1 --input ...
 
 A profile is a text file in the format of Spark's ``spark-defaults.conf``: one ``key value``
 per line, ``#`` comments. Keys starting with ``spark.`` are Spark properties and go to
 spark-submit as ``--conf key=value`` (``spark.master`` as ``--master``); ``im2vec.app`` is the
-application file to run, ``{stage}`` filled in (default: this installation's
-``jobs/<stage>.py``; ``local:///opt/im2vec/jobs/{stage}.py`` for code inside an image); every
+application file to run, given the stage name first (default: this installation's
+``pipeline/app/main.py``; ``local:///opt/im2vec/pipeline/app/main.py`` for code inside an image); every
 other key is an im2vec config key (``pipeline/defaults.yaml``) and goes to the stage as
 ``--set key=value``. Values may name environment variables, ``${NAME}`` (required) or
 ``${NAME:-default}``; a line whose value comes out empty is left out, so a profile can hold
@@ -109,13 +109,15 @@ def submit_command(stage: str, profile: str, args: list[str], environ: dict | No
         environ: environment for ``${NAME}`` in the profile and ``SPARK_HOME`` (default os.environ).
 
     Returns:
-        argv: ``[spark-submit, --master, URL, --conf, k=v, ..., APP, *args, --set, k=v, ...]``.
+        argv: ``[spark-submit, --master, URL, --conf, k=v, ..., APP, stage, *args, --set, k=v, ...]``.
     """
-    spec = importlib.util.find_spec(f"jobs.{stage}")
-    if spec is None or spec.origin is None:
+    if importlib.util.find_spec(f"jobs.{stage}") is None:
         raise Im2vecError(f"no job for stage {stage!r} (jobs/{stage}.py)")
     settings = read_profile(profile, environ)
-    app = settings.pop("im2vec.app", spec.origin).replace("{stage}", stage)
+    app = settings.pop("im2vec.app", importlib.util.find_spec("pipeline.app.main").origin)
+    if "{stage}" in app:
+        raise Im2vecError(f"im2vec.app {app}: one application file runs every stage now (it takes the stage "
+                          "name first); name pipeline/app/main.py, e.g. local:///opt/im2vec/pipeline/app/main.py")
     command = [spark_submit_path(environ)]
     if "spark.master" in settings:
         command += ["--master", settings.pop("spark.master")]
@@ -132,7 +134,7 @@ def submit_command(stage: str, profile: str, args: list[str], environ: dict | No
         spark.setdefault("spark.pyspark.driver.python", sys.executable)
     for key, value in spark.items():
         command += ["--conf", f"{key}={value}"]
-    return command + [app, *_without_submit(args), *(a for o in overrides for a in ("--set", o))]
+    return command + [app, stage, *_without_submit(args), *(a for o in overrides for a in ("--set", o))]
 
 
 def _users_config(args: list[str]) -> dict:

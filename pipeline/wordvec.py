@@ -63,21 +63,6 @@ class WordvecError(Im2vecError, ValueError):
     """Inputs or settings the wordvec stage cannot use."""
 
 
-def read_vocab(vocab_uri: str) -> list[str]:
-    """The tags of ``vocab/`` in tag_id order: ``tags[tag_id]`` is the tag string.
-
-    Raises WordvecError unless tag_id runs 0..V-1 without gaps, which every later stage
-    relies on (tag_id is the row of the vector tables).
-    """
-    fs, path = storage.filesystem(vocab_uri)
-    table = ds.dataset(path, filesystem=fs, format="parquet").to_table(columns=["tag_id", "tag"])
-    table = table.sort_by("tag_id")
-    tag_ids = table.column("tag_id").to_numpy()
-    if not np.array_equal(tag_ids, np.arange(len(tag_ids))):
-        raise WordvecError(f"{vocab_uri}: tag_id must run 0..V-1 without gaps or repeats")
-    return table.column("tag").to_pylist()
-
-
 class TagLists:
     """The tag lists of one split of ``tagged/`` as sentences of tag strings, for gensim.
 

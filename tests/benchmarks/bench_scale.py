@@ -43,8 +43,8 @@ def clean_seconds(cluster, metadata: str, warm: str, root: str, log: Path) -> tu
     environ = standalone.cluster_env(SPARK_MASTER_URL=cluster.master_url, SPARK_DRIVER_HOST=standalone.HOST)
     args = ["--root", root, "--input", metadata]
     command = submit_command("clean", "standalone", args, environ=environ)
-    app = next(i for i, part in enumerate(command) if part.endswith("jobs/clean.py"))
-    command[app:app + 1 + len(args)] = [str(Path(__file__).with_name("scale_driver.py")), root, metadata, warm]
+    app = next(i for i, part in enumerate(command) if part.endswith("pipeline/app/main.py"))
+    command[app:app + 2 + len(args)] = [str(Path(__file__).with_name("scale_driver.py")), root, metadata, warm]
     driver = standalone.spawn(command, log, environ)
     finished = standalone.exited(driver, 3600)
     standalone.kill_group(driver)   # reaps it

@@ -16,6 +16,7 @@ import pytest
 
 from jobs import clean, sample, vocab
 from pipeline import Im2vecError, config as configuration, progress, storage, submit, synth
+from pipeline.app import main as app_main
 from tests import cluster as standalone
 
 EPOCHS = (1, 2)
@@ -38,8 +39,8 @@ def test_every_profile_builds_a_command(profile):
     command = submit.submit_command("vocab", profile, ["--root", "s3a://b/run", "--submit", profile], environ=ENV)
     assert command[0] == "/opt/spark/bin/spark-submit"
     assert command[1] == "--master" and command[2]
-    app = next(a for a in command if a.endswith("vocab.py"))
-    assert command[command.index(app) + 1:command.index(app) + 3] == ["--root", "s3a://b/run"]
+    app = next(a for a in command if a.endswith("pipeline/app/main.py"))
+    assert command[command.index(app) + 1:command.index(app) + 4] == ["vocab", "--root", "s3a://b/run"]
     assert "--submit" not in command
     conf = conf_of(command)
     assert all(value for value in conf.values()), "empty values are left out"
@@ -57,10 +58,10 @@ def test_profiles_fill_environment_and_defaults():
     assert command[1:3] == ["--master", "spark://10.0.0.5:7077"]
     assert conf["spark.executor.cores"] == "3"
     assert "spark.executor.memory" not in conf      # ${SPARK_EXECUTOR_MEMORY:-} unset: Spark's default
-    assert command[-5:] == [clean.__file__, "--root", "r", "--input", "x.tsv"]
+    assert command[-6:] == [app_main.__file__, "clean", "--root", "r", "--input", "x.tsv"]
 
     k8s = submit.submit_command("features", "k8s-gpu", ["--root", "s3a://b/run"], environ=ENV)
-    assert "local:///opt/im2vec/jobs/features.py" in k8s
+    assert k8s[k8s.index("local:///opt/im2vec/pipeline/app/main.py") + 1] == "features"
     gpu = conf_of(k8s)
     assert gpu["spark.executor.resource.gpu.discoveryScript"] == "/opt/im2vec/deploy/gpu/get_gpus_resources.sh"
     assert gpu["spark.task.resource.gpu.amount"] == "0.125"

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from jobs import clean, vocab
-from pipeline import cli, config as configuration, storage, synth
+from pipeline import config as configuration, status, storage, synth
 from tests import cluster as standalone
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(400)]
@@ -62,7 +62,7 @@ def finished_parts(root: str) -> int:
 
 
 def status_state(root: str, stage: str) -> str:
-    line = next(x for x in cli.status_text(root).splitlines() if x.startswith(stage + " "))
+    line = next(x for x in status.status_text(root).splitlines() if x.startswith(stage + " "))
     return line.split()[1]
 
 

@@ -171,10 +171,13 @@ def test_features_are_plain_parquet_of_ndarray_codec_bytes(local_run):
 def test_encode_features_matches_petastorm_codec():
     from petastorm.codecs import NdarrayCodec
 
-    field = features.features_schema(7).feature
+    from pipeline.datasets import features as features_data
+
+    field = features_data.schema(7).feature
     values = np.random.default_rng(0).normal(size=(5, 7)).astype(np.float32)
-    encoded = features.encode_features(values).to_pylist()
-    assert encoded == [bytes(NdarrayCodec().encode(field, v.astype(np.float16))) for v in values]
+    encoded = features_data.encode(values)
+    assert encoded.to_pylist() == [bytes(NdarrayCodec().encode(field, v.astype(np.float16))) for v in values]
+    np.testing.assert_array_equal(features_data.decode(encoded.slice(1)), values[1:].astype(np.float16))
 
 
 def test_incremental_run_extracts_only_new_photos(local_run, spark, tmp_path):

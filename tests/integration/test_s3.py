@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import cli, config as configuration, storage
+from pipeline import config as configuration, status, storage
 from tests import cluster as standalone
 from tests.yfcc_rows import line
 
@@ -101,7 +101,7 @@ def test_status_reads_a_run_on_s3(s3):
     storage.write_manifest(storage.join(root, "clean"), "clean", rows_in=5, rows_out=4, rows_rejected=1,
                            parameters={}, inputs=[], started=0.0)
     storage.write_text(storage.join(root, "vocab", "part-00000.parquet"), "no manifest: a killed run")
-    states = {l.split()[0]: l.split()[1] for l in cli.status_text(root).splitlines()[2:]}
+    states = {l.split()[0]: l.split()[1] for l in status.status_text(root).splitlines()[2:]}
     assert states["clean"] == "complete" and states["vocab"] == "partial" and states["epochs"] == "missing"
 
 

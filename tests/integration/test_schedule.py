@@ -11,6 +11,7 @@ from pathlib import Path
 
 from jobs import sample, schedule
 from pipeline import storage
+from pipeline.datasets import epochs
 from tests.integration.test_sample import make_config, read_epoch, write_inputs
 
 IM2VEC = str(Path(sys.executable).with_name("im2vec"))
@@ -21,7 +22,7 @@ def set_progress(root: str, epoch: int) -> None:
 
 
 def complete_epochs(root: str) -> list[int]:
-    return sorted(e for e, uri in schedule.epoch_folders(root).items() if storage.read_manifest(uri) is not None)
+    return sorted(e for e, uri in epochs.folders(root).items() if storage.read_manifest(uri) is not None)
 
 
 def test_once_keeps_ahead_deletes_behind_and_remakes_partial_epochs(spark, root):
@@ -35,17 +36,17 @@ def test_once_keeps_ahead_deletes_behind_and_remakes_partial_epochs(spark, root)
 
     made = schedule.run(config, root, once=True)  # no progress.json yet: trainer at epoch 0
     assert [m["epoch"] for m in made] == [1, 2]
-    assert complete_epochs(root) == [1, 2] and sorted(schedule.epoch_folders(root)) == [1, 2]
+    assert complete_epochs(root) == [1, 2] and sorted(epochs.folders(root)) == [1, 2]
     assert not list(epochs_dir.glob("_staging-*")) and not list(epochs_dir.glob("epoch=00002/*junk*"))
 
     assert schedule.run(config, root, once=True) == []  # up to date: nothing to do
     set_progress(root, 2)
     made = schedule.run(config, root, once=True)
     assert [m["epoch"] for m in made] == [3, 4]
-    assert sorted(schedule.epoch_folders(root)) == [2, 3, 4]  # epoch 1 <= 2 - keep is gone
+    assert sorted(epochs.folders(root)) == [2, 3, 4]  # epoch 1 <= 2 - keep is gone
     set_progress(root, 4)
     assert schedule.run(make_config(epochs=4, ahead=2, keep=0), root) == []  # not --once: exits, all made
-    assert schedule.epoch_folders(root) == {}
+    assert epochs.folders(root) == {}
 
 
 def test_progress_reads_tolerate_missing_and_torn_files(root):
@@ -83,7 +84,7 @@ def test_a_killed_schedule_restarts_and_ends_with_exactly_the_right_epochs(spark
     assert restarted.returncode == 0, restarted.stdout[-3000:] + restarted.stderr[-3000:]
     assert "left by an earlier run" in restarted.stdout
     assert "made epoch 1" not in restarted.stdout and "made epoch 3" in restarted.stdout
-    assert complete_epochs(root) == [1, 2, 3] and sorted(schedule.epoch_folders(root)) == [1, 2, 3]
+    assert complete_epochs(root) == [1, 2, 3] and sorted(epochs.folders(root)) == [1, 2, 3]
     assert not list(epochs_dir.glob("_staging-*"))
 
     # The epoch the kill interrupted is the one an undisturbed run makes.

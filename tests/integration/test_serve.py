@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image, ImageDraw
 
-from jobs.index import encode_embeddings
+from pipeline.datasets.index import encode as encode_embeddings
 from pipeline import query, serve, storage
 from pipeline.wordvec import keyed_vectors
 

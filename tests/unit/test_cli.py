@@ -1,6 +1,6 @@
 import json
 
-from pipeline import cli, storage, submit
+from pipeline import cli, status, storage, submit
 
 
 def test_submit_hands_the_stage_arguments_to_spark_submit(monkeypatch):
@@ -15,10 +15,10 @@ def test_submit_hands_the_stage_arguments_to_spark_submit(monkeypatch):
 def test_status_lists_every_stage_as_missing_on_an_empty_root(tmp_path, capsys):
     assert cli.main(["status", "--root", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    for name in cli.STAGES:
+    for name in status.STAGES:
         expected = "epochs" if name == "sample" else name
         assert f"{expected} " in out
-    assert out.count("missing") == len(cli.STAGES) + len(cli.MODEL_OUTPUTS)
+    assert out.count("missing") == len(status.STAGES) + len(status.MODEL_OUTPUTS)
     assert "staging" not in out and "train:" not in out and "evaluate" not in out
 
 
@@ -37,7 +37,7 @@ def test_status_shows_training_index_evaluation_and_stale_staging(tmp_path, caps
     storage.write_manifest(storage.join(root, "index"), "index", rows_in=9, rows_out=9, rows_rejected=0, dim=50,
                            model_epoch=1, parameters={}, inputs=[], started=0.0)
 
-    text = cli.status_text(root)
+    text = status.status_text(root)
     state = {line.split()[0]: line.split()[1] for line in text.splitlines()[2:]}
     assert state["clean"] == "complete" and state["vocab"] == "missing"
     assert state["model"] == "partial" and state["index"] == "complete" and state["reports"] == "missing"
@@ -50,10 +50,10 @@ def test_status_shows_training_index_evaluation_and_stale_staging(tmp_path, caps
     scores = {"p_at_5": 0.3, "r_at_5": 0.4, "f1": 0.25, "map": 0.5, "precision": 0.3, "recall": 0.2}
     storage.write_text(storage.join(root, "reports", "evaluation.json"), json.dumps(
         {"im2vec": scores, "popularity": {**scores, "p_at_5": 0.1, "map": None}, "sizes": {"test_images": 9}}))
-    assert "reports              partial" in cli.status_text(root)   # evaluate started, no manifest yet
+    assert "reports              partial" in status.status_text(root)   # evaluate started, no manifest yet
     storage.write_manifest(storage.join(root, "reports"), "evaluate", rows_in=9, rows_out=9, rows_rejected=0,
                            parameters={}, inputs=[], started=0.0)
-    text = cli.status_text(root)
+    text = status.status_text(root)
     assert "reports              complete" in text
     assert "evaluate im2vec: P@5 0.3000 R@5 0.4000 F1 0.2500 mAP 0.5000" in text
     assert "evaluate popularity: P@5 0.1000 R@5 0.4000 F1 0.2500 mAP -" in text

@@ -134,7 +134,7 @@ def test_missing_model_and_index_are_clear_errors(tmp_path, run_root):
 
 
 def test_index_embeddings_round_trip_through_float16_bytes(tmp_path):
-    from jobs.index import encode_embeddings
+    from pipeline.datasets.index import encode as encode_embeddings
 
     embeddings = query.normalize_rows(np.random.default_rng(5).normal(size=(7, d)))
     folder = tmp_path / "index"

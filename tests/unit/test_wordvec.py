@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 from gensim.models import KeyedVectors
 
-from pipeline import config as configuration, storage, wordvec
+from pipeline import Im2vecError, config as configuration, storage, wordvec
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -254,7 +254,7 @@ def test_run_writes_tables_and_manifest_last(tmp_path, glove):
 def test_run_needs_a_complete_vocab(tmp_path):
     from jobs import wordvec as job
 
-    with pytest.raises(wordvec.WordvecError, match="run `im2vec vocab` first"):
+    with pytest.raises(Im2vecError, match="run `im2vec vocab` first"):
         job.run(None, config(), storage.to_uri(str(tmp_path)))
 
 

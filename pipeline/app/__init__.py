@@ -1,0 +1,1 @@
+"""The application file spark-submit runs for every stage (:mod:`pipeline.app.main`), alone in its folder."""
