@@ -23,7 +23,6 @@ gets the offset of a typical tag. Searching ranks images for one query by cosine
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 from dataclasses import dataclass, field
 
@@ -253,67 +252,3 @@ def photo_tags(root: str, photo_ids) -> dict[int, list[str]]:
     table = clean.photo_rows(root, photo_ids, ["photo_id", "tags"])
     return {int(p): list(t or []) for p, t in zip(table.column("photo_id").to_pylist(), table.column("tags").to_pylist())}
 
-
-# --- the tag command: image files and photo ids ----------------------------------------------------
-
-def image_features(root: str, paths: list[str]) -> np.ndarray:
-    """CNN features of image files never seen before: float32[N, D], made exactly as the features stage makes them.
-
-    The CNN and preprocessing settings (cnn, cnn_weights, cnn_input_size, min_side) are the ones
-    recorded in ROOT/features/_manifest.json, and the features are rounded to float16 as
-    features/ stores them.
-
-    Raises:
-        Im2vecError: a file cannot be read or is not a usable image.
-    """
-    from pipeline import cnn, images
-
-    params = {"cnn": "mobilenet_v2", "cnn_weights": "", "cnn_input_size": 0, "min_side": images.MIN_SIDE,
-              **{k: v for k, v in features_data.made_with(storage.to_uri(root)).items()
-                 if k in (*features_data.MODEL_KEYS, "min_side")}}
-    blobs = []
-    for path in paths:
-        try:
-            with open(path, "rb") as src:
-                blobs.append(src.read())
-        except OSError as err:
-            raise Im2vecError(f"cannot read {path}: {err.strerror}") from None
-    network, size, _ = cnn.feature_model(params)
-    pixels, reasons = images.preprocess_batch(blobs, size, int(params["min_side"]))
-    bad = [f"{path} ({reason})" for path, reason in zip(paths, reasons) if reason is not None]
-    if bad:
-        raise Im2vecError(f"not a usable image: {', '.join(bad)}")
-    features = np.asarray(network.predict_on_batch(pixels)) if len(pixels) else np.zeros((0, 0), np.float32)
-    return features.astype(np.float16).astype(np.float32)
-
-
-def tag_inputs(root: str, inputs: list[str], k: int = 5, any_word: bool = False
-               ) -> dict[str, list[tuple[str, float]]]:
-    """Rank tags for each input: an image file (a path that exists) or a photo id (digits) in features/.
-
-    Returns:
-        {input as given: [(tag, score), ...] k long, best first} (see :func:`rank_tags`), in input order.
-
-    Raises:
-        Im2vecError: an input is neither an image file nor a photo id with features, or no model yet.
-    """
-    root = storage.to_uri(root)
-    files = [text for text in inputs if os.path.isfile(text)]
-    ids = [text for text in inputs if text not in files]
-    bad = [text for text in ids if not text.isdigit()]
-    if bad:
-        raise Im2vecError(f"neither an image file nor a photo id: {', '.join(bad)}")
-    model = load_model(root)
-    features = {}
-    if files:
-        features.update(zip(files, image_features(root, files)))
-    if ids:
-        found, rows = read_features(root, [int(text) for text in ids])
-        by_id = dict(zip(found.tolist(), rows))
-        missing = [text for text in ids if int(text) not in by_id]
-        if missing:
-            raise Im2vecError(f"no features in {storage.join(root, 'features')} for photo id {', '.join(missing)}")
-        features.update((text, by_id[int(text)]) for text in ids)
-    names = list(dict.fromkeys(inputs))
-    ranked = rank_tags(model, embed(model, np.stack([features[name] for name in names])), k, any_word)
-    return dict(zip(names, ranked))

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipeline import Im2vecError, query, storage
+from pipeline.datasets import features as features_data
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff")
 TAG_BATCH = 64   # image files decoded and run through the CNN at once: 64 x 224 x 224 x 3 float32 = 38 MB
@@ -65,10 +66,9 @@ def image_features(root: str, paths: list[str]) -> tuple[dict[str, np.ndarray], 
     """
     from pipeline import cnn, images
 
-    manifest = storage.read_manifest(storage.join(storage.to_uri(root), "features")) or {}
     params = {"cnn": "mobilenet_v2", "cnn_weights": "", "cnn_input_size": 0, "min_side": images.MIN_SIDE,
-              **{k: v for k, v in manifest.get("parameters", {}).items()
-                 if k in ("cnn", "cnn_weights", "cnn_input_size", "min_side")}}
+              **{k: v for k, v in features_data.made_with(storage.to_uri(root)).items()
+                 if k in (*features_data.MODEL_KEYS, "min_side")}}
     network, size, _ = cnn.feature_model(params)
     features, errors = {}, {}
     for start in range(0, len(paths), TAG_BATCH):
