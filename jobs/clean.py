@@ -382,10 +382,12 @@ def tag_options(config: dict) -> dict:
     if extra:
         stop |= set(tagging.normalize(pa.array([str(t) for t in extra])).to_pylist())
     return {"max_field_bytes": int(config["max_field_bytes"]), "drop_numeric": bool(config["drop_numeric_tags"]),
-            "drop_camera": bool(config["drop_camera_tags"]), "stop": frozenset(stop)}
+            "drop_camera": bool(config["drop_camera_tags"]), "stop": frozenset(stop),
+            "drop_owner": bool(config["drop_owner_tags"])}
 
 
-PARAMETER_KEYS = ("max_field_bytes", "drop_numeric_tags", "drop_camera_tags", "drop_stoplist_tags", "extra_stoplist")
+PARAMETER_KEYS = ("max_field_bytes", "drop_numeric_tags", "drop_camera_tags", "drop_stoplist_tags", "extra_stoplist",
+                  "drop_owner_tags")
 
 
 def run(spark: SparkSession, config: dict, root: str, inputs: list[str]) -> dict:

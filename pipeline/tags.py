@@ -12,7 +12,12 @@ Noise rules (each can be turned off in config):
 * numeric: pure numbers, years and number-like dates/times (``2015``, ``1,000``, ``2015-04-03``);
 * camera: camera and phone makers, model names and lens/exposure tags (``canon``,
   ``eos5dmarkii``, ``nikon d90``, ``iphone6s``, ``50mm``, ``f/1.8``);
-* stoplist: meta tags about the upload rather than the picture (``pipeline/stoplist.txt``).
+* stoplist: meta tags about the upload rather than the picture (``pipeline/stoplist.txt``);
+* owner: the uploader tagging their own name or web site (``Guenter, Günter, Leitenbauer,
+  www.leitenbauer.net`` on a photo of Venice by a user of that name): tags that equal the
+  uploader's nickname or one of its words (of at least ``OWNER_MIN_CHARS`` characters, also
+  spelled without accents or with German umlauts transliterated), and web addresses
+  (:data:`WEB_ADDRESS_TAG`). Counted as ``owner`` and ``web_address``.
 """
 from __future__ import annotations
 
@@ -40,6 +45,12 @@ CAMERA_TAG = "|".join([
     r"^f ?/? ?[0-9]+(\.[0-9]+)?$",                    # apertures: f/1.8, f2.8
     r"^iso ?[0-9]+$",                                 # iso400
 ])
+# www.x / http(s):... / a dotted host name ending in a common top-level domain, maybe with a path.
+_TLDS = ("com|net|org|info|biz|edu|gov|io|co|me|tv|us|uk|de|fr|it|nl|es|ru|jp|ch|at|be|ca|au|eu|pl|se|dk|no|fi|"
+         "cz|br|cn|nz|ie|pt|gr|hu|ro|in|mx|ar|za|kr|tw|hk|sg")
+WEB_ADDRESS_TAG = rf"^(https?:|www\.)|^[a-z0-9][a-z0-9-]{{2,}}(\.[a-z0-9-]+)*\.({_TLDS})(/[^ ]*)?$"
+OWNER_MIN_CHARS = 3   # shorter nickname words ("al", "jo") are too often real tags
+_TRANSLITERATIONS = (("ä", "ae"), ("ö", "oe"), ("ü", "ue"), ("ß", "ss"))
 
 
 def stoplist() -> frozenset[str]:
@@ -72,8 +83,90 @@ def normalize(tags: pa.Array) -> pa.Array:
     return pc.utf8_trim_whitespace(tags)
 
 
+def owner_spellings(nicknames: pa.Array) -> tuple[pa.Array, np.ndarray]:
+    """The tags a user might give their own photos, from their nickname, normalized as tags are.
+
+    Args:
+        nicknames: string[d], decoded nicknames (null or empty: none).
+
+    Returns:
+        ``(spellings, owner)``: string[w] and int[w], the nickname index (0..d-1) each spelling
+        belongs to. A nickname gives its words joined by spaces and joined up ("The_Light-Painter":
+        "the light painter", "thelightpainter") and each of its words
+        (split at anything but letters and digits, and also at camelCase humps: "JohnSmith" gives
+        "johnsmith", "john" and "smith"), each also without accents ("günter" -> "gunter") and with German
+        transliteration ("guenter"); spellings shorter than OWNER_MIN_CHARS are left out.
+    """
+    nicknames = pc.fill_null(nicknames, "")
+    index = np.arange(len(nicknames))
+    # Split into words below, so spaces need no collapsing here (normalize's regex is the costly part).
+    whole = pc.utf8_lower(nfkc(nicknames))
+    # camelCase humps: only the few nicknames that have one are split again.
+    humped = np.flatnonzero(pc.match_substring_regex(nicknames, r"\p{Ll}\p{Lu}").to_numpy(zero_copy_only=False))
+    humps = pc.utf8_lower(nfkc(pc.replace_substring_regex(nicknames.take(pa.array(humped)), r"(\p{Ll})(\p{Lu})",
+                                                          r"\1 \2")))
+    words = pc.split_pattern_regex(pa.concat_arrays([whole, humps]), r"[^\p{L}\p{N}]+")
+    owner_of_word = np.concatenate([index, humped])[pc.list_parent_indices(words).to_numpy()]
+    whole_words = words.slice(0, len(nicknames))
+    spellings = pa.concat_arrays([pc.binary_join(whole_words, " "), pc.binary_join(whole_words, ""),
+                                  pc.list_flatten(words)])
+    owners = np.concatenate([index, index, owner_of_word])
+    # Accents and umlauts: only non-ASCII spellings have any.
+    foreign = np.flatnonzero(pc.invert(pc.string_is_ascii(spellings)).to_numpy(zero_copy_only=False))
+    if len(foreign):
+        accented = spellings.take(pa.array(foreign))
+        spellings = pa.concat_arrays([spellings, _without_accents(accented), _transliterated(accented)])
+        owners = np.concatenate([owners, owners[foreign], owners[foreign]])
+    long = (pc.utf8_length(spellings).to_numpy(zero_copy_only=False) >= OWNER_MIN_CHARS)
+    return spellings.filter(pa.array(long)), owners[long]
+
+
+def _without_accents(values: pa.Array) -> pa.Array:
+    # NFKD splits "ü" into "u" + a combining mark (pyarrow's decomposition is right; its composition is not).
+    return pc.replace_substring_regex(pc.utf8_normalize(values, "NFKD"), r"\p{Mn}+", "")
+
+
+def _transliterated(values: pa.Array) -> pa.Array:
+    for umlaut, spelled in _TRANSLITERATIONS:
+        values = pc.replace_substring(values, umlaut, spelled)
+    return values
+
+
+def owner_tag_mask(values: pa.Array, codes: np.ndarray, parents: np.ndarray, owners: pa.Array) -> np.ndarray:
+    """bool[t]: which tags are a spelling of their own photo's uploader (:func:`owner_spellings`).
+
+    Args:
+        values: string[v], distinct normalized tags; codes: int[t], each tag's index into values;
+        parents: int[t], each tag's photo (0..n-1); owners: string[n], each photo's uploader nickname.
+
+    Vectorized over (nickname, tag) pairs: both sides are coded into one dictionary and the
+    pairs compared as int64 keys, never per tag in Python.
+    """
+    if not len(codes):
+        return np.zeros(0, np.bool_)
+    # Only the nicknames of photos with tags: untagged users' are never compared.
+    tagged = np.unique(parents)
+    nick = pc.dictionary_encode(pc.fill_null(owners.take(pa.array(tagged)), ""))
+    nick_codes = np.zeros(len(owners), np.int64)
+    nick_codes[tagged] = nick.indices.to_numpy(zero_copy_only=False)
+    spellings, spelling_owner = owner_spellings(nick.dictionary)
+    joint = pc.dictionary_encode(pa.concat_arrays([values, spellings.cast(values.type)]))
+    joint_codes = joint.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+    width = len(joint.dictionary)
+    tag_values, spelling_values = joint_codes[:len(values)][codes], joint_codes[len(values):]
+    # Only tags spelled like some nickname can match: pair up those few, not every tag.
+    is_spelling = np.zeros(width, np.bool_)
+    is_spelling[spelling_values] = True
+    candidates = np.flatnonzero(is_spelling[tag_values])
+    mask = np.zeros(len(codes), np.bool_)
+    mask[candidates] = np.isin(nick_codes[parents[candidates]] * width + tag_values[candidates],
+                               spelling_owner.astype(np.int64) * width + spelling_values)
+    return mask
+
+
 def tag_lists(values: pa.StringArray, parents: np.ndarray, n: int, *, drop_numeric: bool = True,
-              drop_camera: bool = True, stop: frozenset[str] | None = None) -> dict:
+              drop_camera: bool = True, stop: frozenset[str] | None = None, drop_owner: bool = False,
+              owners: pa.Array | None = None) -> dict:
     """Turn the decoded tags of n photos into clean tag lists.
 
     Args:
@@ -83,6 +176,8 @@ def tag_lists(values: pa.StringArray, parents: np.ndarray, n: int, *, drop_numer
         n: number of photos.
         drop_numeric / drop_camera: apply those noise rules.
         stop: tags to drop (the stoplist); None or empty keeps all.
+        drop_owner: drop web addresses, and with ``owners`` (string[n], each photo's uploader
+            nickname) the tags that spell the uploader (:func:`owner_tag_mask`).
 
     Returns:
         A dict with
@@ -106,7 +201,8 @@ def tag_lists(values: pa.StringArray, parents: np.ndarray, n: int, *, drop_numer
     dropped = {"empty": int(uses[empty].sum())}
     rules = [("numeric", drop_numeric, lambda t: pc.match_substring_regex(t, NUMERIC_TAG)),
              ("camera", drop_camera, lambda t: pc.match_substring_regex(t, CAMERA_TAG)),
-             ("stoplist", bool(stop), lambda t: pc.is_in(t, value_set=pa.array(sorted(stop or ()), pa.string())))]
+             ("stoplist", bool(stop), lambda t: pc.is_in(t, value_set=pa.array(sorted(stop or ()), pa.string()))),
+             ("web_address", drop_owner, lambda t: pc.match_substring_regex(t, WEB_ADDRESS_TAG))]
     for rule, enabled, matches in rules:
         if not enabled:
             continue
@@ -114,7 +210,14 @@ def tag_lists(values: pa.StringArray, parents: np.ndarray, n: int, *, drop_numer
         dropped[rule] = int(uses[hit].sum())
         content &= ~hit
 
-    tags = _regroup(values, codes, parents, content, n)
+    content_codes = codes
+    if drop_owner and owners is not None:
+        # Per tag, not per distinct value: "leitenbauer" is noise on Leitenbauer's photos only.
+        own = owner_tag_mask(values, codes, parents, owners) & content[codes]
+        dropped["owner"] = int(own.sum())
+        content_codes = np.where(own, len(values), codes)   # code len(values): a value never kept
+        content = np.append(content, False)
+    tags = _regroup(values, content_codes, parents, content, n)
     machine_tags = _regroup(values, codes, parents, machine, n)
     return {"tags": tags, "machine_tags": machine_tags, "dropped": dropped}
 

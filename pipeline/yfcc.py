@@ -114,7 +114,7 @@ def detect_layout(sample_lines: list[str], source: str) -> int:
 
 
 def parse_lines(lines: pa.Array, layout: int, *, max_field_bytes: int, drop_numeric: bool = True,
-                drop_camera: bool = True, stop: frozenset[str] | None = None) -> dict:
+                drop_camera: bool = True, stop: frozenset[str] | None = None, drop_owner: bool = True) -> dict:
     """Parse and clean raw YFCC lines of one layout.
 
     Args:
@@ -122,7 +122,8 @@ def parse_lines(lines: pa.Array, layout: int, *, max_field_bytes: int, drop_nume
             is not part of the last field.
         layout: 23 or 25 (see :data:`LAYOUTS`).
         max_field_bytes: a longer raw field rejects the row as ``oversize_field``.
-        drop_numeric / drop_camera / stop: tag noise rules (see :mod:`pipeline.tags`).
+        drop_numeric / drop_camera / stop / drop_owner: tag noise rules (see :mod:`pipeline.tags`);
+            drop_owner compares each photo's tags with its own ``user_nickname``.
 
     Returns:
         A dict with ``clean``: a table in :data:`CLEAN_SCHEMA`, one row per kept photo, in input
@@ -167,7 +168,8 @@ def parse_lines(lines: pa.Array, layout: int, *, max_field_bytes: int, drop_nume
     out["date_uploaded"] = pa.array(date_uploaded[kept], pa.timestamp("s"), mask=date_uploaded[kept] < 0)
     out["accuracy"] = pa.array(accuracy[kept], mask=accuracy[kept] < 0)
     user = tagging.tag_lists(user_tags, user_parents, len(kept), drop_numeric=drop_numeric,
-                             drop_camera=drop_camera, stop=stop)
+                             drop_camera=drop_camera, stop=stop, drop_owner=drop_owner,
+                             owners=out["user_nickname"])
     machine = tagging.tag_lists(machine_tags, machine_parents, len(kept), drop_numeric=False, drop_camera=False)
     out["tags"] = user["tags"]
     out["machine_tags"] = _concat_lists(user["machine_tags"], machine["machine_tags"], machine["tags"])

@@ -62,3 +62,53 @@ def test_nfkc_composes_like_unicodedata():
     got = tags.normalize(pa.array(raw)).to_pylist()
     assert got == [unicodedata.normalize("NFKC", t).lower() for t in raw]
     assert got[0] == got[1] == "caf\u00e9"
+
+
+def owner_clean(raw, nicknames, **kwargs):
+    """clean() with each photo's uploader nickname, as the clean stage passes it."""
+    return clean(raw, drop_owner=True, owners=pa.array(nicknames, pa.string()), **kwargs)
+
+
+def test_owner_rule_drops_the_uploaders_name_and_web_site_seeds_example():
+    raw = ["Guenter,G%C3%BCnter,Leitenbauer,www.leitenbauer.net,venice,gondola",
+           "Guenter,Leitenbauer,venice"]
+    out = owner_clean(raw, ["G\u00fcnter Leitenbauer", "someone else"])
+    # Another uploader's photo keeps "guenter" and "leitenbauer": they are noise only on his own photos.
+    assert out["tags"].to_pylist() == [["venice", "gondola"], ["guenter", "leitenbauer", "venice"]]
+    assert out["dropped"]["owner"] == 3 and out["dropped"]["web_address"] == 1
+
+
+def test_owner_rule_whole_nickname_camel_case_and_short_words():
+    raw = ["john smith,johnsmith,smith,al,sunset,jo",
+           "light,painter,lightpainter,light painter,night",
+           "beach"]
+    out = owner_clean(raw, ["Al JohnSmith", "Light-Painter", None])
+    # "al" and "jo" stay: nickname words shorter than OWNER_MIN_CHARS are too often real tags.
+    assert out["tags"].to_pylist() == [["john smith", "al", "sunset", "jo"], ["night"], ["beach"]]
+    assert out["dropped"]["owner"] == 2 + 4   # johnsmith, smith; light, painter, lightpainter, light painter
+
+
+def test_web_addresses():
+    raw = ["www.example.org,http%3A%2F%2Fx.y%2Fz,https%3A%2F%2Ffoo,leitenbauer.net,mysite.de%2Fgallery,"
+           "flickr.com,st.+paul,dr.no,node.js,a.m.,cafe.,sunset"]
+    out = owner_clean(raw, ["nobody"], stop=None)
+    assert out["tags"].to_pylist() == [["st. paul", "dr.no", "node.js", "a.m.", "cafe.", "sunset"]]
+    assert out["dropped"]["web_address"] == 6
+
+
+def test_owner_rule_can_be_turned_off_and_is_counted_after_the_other_rules():
+    raw = ["canon,leitenbauer,www.x.com"]
+    off = clean(raw, drop_owner=False, owners=pa.array(["Canon Leitenbauer"]))
+    assert off["tags"].to_pylist() == [["leitenbauer", "www.x.com"]]
+    assert "owner" not in off["dropped"] and "web_address" not in off["dropped"]
+    on = owner_clean(raw, ["Canon Leitenbauer"])
+    assert on["tags"].to_pylist() == [[]]
+    assert on["dropped"]["camera"] == 1 and on["dropped"]["owner"] == 1   # canon counts once, as camera
+
+
+def test_owner_spellings():
+    spellings, owner = tags.owner_spellings(pa.array(["Günter Leitenbauer", "ab", None]))
+    got = set(zip(owner.tolist(), spellings.to_pylist()))
+    assert {(0, "günter leitenbauer"), (0, "günterleitenbauer"), (0, "günter"), (0, "guenter"), (0, "gunter"),
+            (0, "leitenbauer"), (0, "guenterleitenbauer")} <= got
+    assert not [s for o, s in got if o != 0]   # "ab" is too short, None has none
