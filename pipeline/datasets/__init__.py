@@ -21,6 +21,7 @@ modules only.
 """
 from __future__ import annotations
 
+from pipeline import storage
 from pipeline.datasets import (clean, epochs, features, index, model, rejects, reports, tagged, vocab, wordvec,
                                zero_shot)
 from pipeline.datasets.base import Dataset
@@ -35,20 +36,22 @@ def every(root: str) -> list[Dataset]:
     return FIXED[:at] + [epochs.dataset(e) for e in epochs.folders(root)] + FIXED[at:]
 
 
-def verify(root: str) -> tuple[list[str], list[str]]:
+def verify(root: str) -> tuple[list[str], list[str], list[str]]:
     """Check every finished dataset under ``root`` against its manifest.
 
     Returns:
-        ``(problems, unchecked)``: one line per missing, extra or wrong-sized data file (see
-        :meth:`Dataset.problems`), and the names of finished datasets whose manifest does not
-        list their files (written by an older im2vec), which cannot be checked.
+        ``(problems, checked, unchecked)``: one line per missing, extra or wrong-sized data file
+        (see :meth:`Dataset.problems`); the names of the datasets checked; and of those that exist
+        but whose manifest does not list their files (written by an older im2vec), which cannot be.
     """
-    problems, unchecked = [], []
+    problems, checked, unchecked = [], [], []
     for dataset in every(root):
         manifest = dataset.manifest(root)
         if manifest is None:
             continue
-        if dataset.listed(manifest) is None:
+        if dataset.listed(manifest) is not None:
+            checked.append(dataset.name)
+            problems += dataset.problems(root, manifest)
+        elif storage.exists(dataset.uri(root)):
             unchecked.append(dataset.name)
-        problems += dataset.problems(root, manifest)
-    return problems, unchecked
+    return problems, checked, unchecked
