@@ -11,7 +11,8 @@ gets one thread per task core and, on GPU executors, only the GPU Spark assigned
     ROOT/features/           Petastorm dataset: photo_id int64, feature float16[D] (NdarrayCodec)
     ROOT/rejects/features/   Parquet: photo_id, uri, reason, detail; reasons are
                              pipeline.imagesource.REASONS (no_uri, missing, fetch_failed) and
-                             pipeline.images.ImageError.REASONS (not_an_image, truncated, too_small ...)
+                             pipeline.images.ImageError.REASONS (not_an_image, truncated, too_small ...,
+                             unavailable: the host's placeholder for a removed photo, pipeline.placeholder)
 
 A re-run is incremental: photos already in features/ are not extracted again; the new
 features/ holds the old rows and the new ones, and replaces the old folder atomically. Rejected
@@ -34,12 +35,12 @@ import numpy as np
 import pyarrow as pa
 from pyspark.sql import DataFrame, SparkSession, functions as F
 
-from pipeline import Im2vecError, config as configuration, imagesource, storage
+from pipeline import Im2vecError, config as configuration, imagesource, placeholder, storage
 from pipeline.datasets import clean as clean_data, features as features_data, rejects
 from pipeline.spark import DISCOVERY_SCRIPT, gpu_conf  # noqa: F401  (GPU executors: the session builds them)
 
 MODEL_KEYS = features_data.MODEL_KEYS   # features/ made with other values is not extended
-TASK_KEYS = MODEL_KEYS + ("min_side", "fetch_threads", "fetch_timeout", "s3_endpoint")
+TASK_KEYS = MODEL_KEYS + ("min_side", "fetch_threads", "fetch_timeout", "s3_endpoint", "unavailable_fingerprints")
 PARAMETER_KEYS = ("images",) + TASK_KEYS + ("cnn_batch_size", "partitions", "gpus_per_executor", "gpus_per_task")
 IMAGES_PER_TASK = 10_000   # ~5 min on a CPU core, under a minute on a GPU share: cheap retries, few files
 ROW_GROUP_MB = 32          # features/ row groups, what a Petastorm reader holds at once
@@ -129,6 +130,7 @@ def extract_partition(batches: Iterator[pa.RecordBatch], *, template: imagesourc
     gpus, cpus = (list(assigned.addresses) if assigned else []), context.cpus()
     reader = imagesource.source_for(config)
     min_side = int(config["min_side"])
+    unavailable = placeholder.parse(config.get("unavailable_fingerprints"))
 
     def with_uris():
         for batch in batches:
@@ -143,7 +145,7 @@ def extract_partition(batches: Iterator[pa.RecordBatch], *, template: imagesourc
         if read:
             model = extractor(config, cpus, gpus)
             pixels, image_reasons = images.preprocess_batch([fetched[i].data for i in read], model.input_size,
-                                                            min_side)
+                                                            min_side, unavailable)
             for i, reason in zip(read, image_reasons):
                 reasons[i] = reason
             kept = [i for i, reason in zip(read, image_reasons) if reason is None]
@@ -194,6 +196,10 @@ def run(spark: SparkSession, config: dict, root: str) -> dict:
     batch_size = int(config["cnn_batch_size"])
     if batch_size < 1:
         raise Im2vecError(f"cnn_batch_size must be at least 1, got {batch_size}")
+    try:
+        placeholder.parse(config.get("unavailable_fingerprints"))
+    except ValueError as err:
+        raise Im2vecError(f"unavailable_fingerprints: {err}") from None
     # Load the CNN here first: a bad cnn / cnn_weights then fails once, before any Spark job, instead
     # of in every task (and every retry). The driver keeps it, as a Python worker does.
     extractor(config)

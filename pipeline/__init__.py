@@ -15,5 +15,15 @@ warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"petastor
 PETASTORM_WARNINGS = "ignore::FutureWarning:petastorm.fs_utils,ignore::DeprecationWarning:petastorm.fs_utils"
 
 
+# TensorFlow's start-up notices stay off the terminal (pipeline.quiet): its log level is set before
+# anything imports it, here, and inherited by Spark's JVM and Python workers; a Python worker
+# (which runs a stage's tasks, and the CNN) also filters what TensorFlow's C++ side writes.
+from pipeline import quiet as _quiet  # noqa: E402
+
+_quiet.set_environment()
+if _quiet.in_spark_worker():
+    _quiet.filter_native_stderr()
+
+
 class Im2vecError(Exception):
     """An error the user can fix (bad input, bad config, missing stage): printed without a traceback."""

@@ -267,6 +267,10 @@ HANDLERS = {"train": cmd_train, "schedule": cmd_schedule, "run": cmd_run, "statu
 
 
 def main(argv: list[str] | None = None) -> int:
+    if argv is None:   # the console script, on a terminal (a caller passing argv keeps its own stderr)
+        from pipeline import quiet
+
+        quiet.filter_native_stderr()
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
     handler = HANDLERS.get(args.command, cmd_stage)

@@ -35,6 +35,8 @@ from typing import Sequence
 import numpy as np
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
+from pipeline import placeholder
+
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 MIN_SIDE = 32             # px; a smaller image is an icon or a tracking pixel, not a photo
@@ -52,10 +54,11 @@ class ImageError(Exception):
     Reasons: ``empty`` (no bytes), ``not_an_image`` (no decoder recognises the bytes),
     ``truncated`` (the data ends early), ``corrupt`` (the data stream is broken),
     ``too_small`` (short side below ``min_side``), ``too_large`` (more pixels than PIL's
-    ``Image.MAX_IMAGE_PIXELS`` decompression-bomb guard allows).
+    ``Image.MAX_IMAGE_PIXELS`` decompression-bomb guard allows), ``unavailable`` (the host's
+    placeholder for a removed photo, :mod:`pipeline.placeholder`).
     """
 
-    REASONS = ("empty", "not_an_image", "truncated", "corrupt", "too_small", "too_large")
+    REASONS = ("empty", "not_an_image", "truncated", "corrupt", "too_small", "too_large", "unavailable")
 
     def __init__(self, reason: str, detail: str = ""):
         assert reason in self.REASONS, reason
@@ -69,7 +72,8 @@ def resize_side(size: int) -> int:
     return round(size * RESIZE_RATIO)
 
 
-def decode(data: bytes, size: int = 224, min_side: int = MIN_SIDE, draft: bool = True) -> np.ndarray:
+def decode(data: bytes, size: int = 224, min_side: int = MIN_SIDE, draft: bool = True,
+           unavailable: placeholder.Fingerprints | None = None) -> np.ndarray:
     """Decode one encoded image (JPEG, PNG, GIF, WebP, BMP, TIFF, ...) to a center crop.
 
     Args:
@@ -77,6 +81,8 @@ def decode(data: bytes, size: int = 224, min_side: int = MIN_SIDE, draft: bool =
         size: side of the square crop, px.
         min_side: an image whose short side is below this many px is rejected (``too_small``).
         draft: let libjpeg decode a large JPEG at a reduced scale (see the module docstring).
+        unavailable: placeholder fingerprints (:func:`pipeline.placeholder.parse`); an image of
+            one of their sizes is decoded whole and compared.
 
     Returns:
         uint8 array (size, size, 3), RGB, not yet normalized.
@@ -91,6 +97,8 @@ def decode(data: bytes, size: int = 224, min_side: int = MIN_SIDE, draft: bool =
         width, height = image.size
         if min(width, height) < min_side:
             raise ImageError("too_small", f"{width}x{height} px, the short side must be >= {min_side}")
+        if unavailable and (width, height) in unavailable and placeholder.matches(_rgb(_loaded(image)), unavailable):
+            raise ImageError("unavailable", f"{width}x{height} px: the host's placeholder for a removed photo")
         short = resize_side(size)
         resized_width, resized_height = _resized_size(width, height, short)
         # PIL only warns between MAX_IMAGE_PIXELS and twice that: here the limit is the limit,
@@ -113,6 +121,16 @@ def decode(data: bytes, size: int = 224, min_side: int = MIN_SIDE, draft: bool =
     return crop
 
 
+def _loaded(image: Image.Image) -> Image.Image:
+    image.load()
+    return image
+
+
+def decoded_image(data: bytes) -> Image.Image:
+    """One encoded image, whole and upright, RGB with transparency on white (what fingerprints are made of)."""
+    return _rgb(_upright(_loaded(Image.open(io.BytesIO(data)))))
+
+
 def normalize(pixels: np.ndarray) -> np.ndarray:
     """ImageNet normalization: uint8 RGB (..., 3) -> float32 (..., 3), (x/255 - mean) / std."""
     return pixels.astype(np.float32) * _SCALE + _SHIFT
@@ -123,13 +141,13 @@ def decode_and_preprocess(data: bytes, size: int = 224, min_side: int = MIN_SIDE
     return normalize(decode(data, size, min_side))
 
 
-def preprocess_batch(blobs: Sequence[bytes | None], size: int = 224,
-                     min_side: int = MIN_SIDE) -> tuple[np.ndarray, list[str | None]]:
+def preprocess_batch(blobs: Sequence[bytes | None], size: int = 224, min_side: int = MIN_SIDE,
+                     unavailable: placeholder.Fingerprints | None = None) -> tuple[np.ndarray, list[str | None]]:
     """Decode a batch of encoded images; normalization runs once over the whole batch.
 
     Args:
         blobs: encoded images; None (nothing fetched) counts as ``empty``.
-        size, min_side: as for :func:`decode`.
+        size, min_side, unavailable: as for :func:`decode`.
 
     Returns:
         ``(images, reasons)``: images is float32 (K, size, size, 3) holding the K usable images
@@ -141,7 +159,7 @@ def preprocess_batch(blobs: Sequence[bytes | None], size: int = 224,
     kept = 0
     for data in blobs:
         try:
-            crops[kept] = decode(data or b"", size, min_side)
+            crops[kept] = decode(data or b"", size, min_side, unavailable=unavailable)
         except ImageError as err:
             reasons.append(err.reason)
             continue

@@ -1,0 +1,79 @@
+"""The features stage rejects a photo host's placeholder for a removed photo (reason unavailable), by its pixels."""
+import os
+import time
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from jobs import features
+from pipeline import Im2vecError, config as configuration, images, placeholder, storage, yfcc
+from tests.placeholder_image import encoded, placeholder as lookalike
+
+DARKNET = "/usr/share/darknet/data"
+pytestmark = pytest.mark.skipif(not os.path.isdir(DARKNET), reason="Debian's darknet data is not installed")
+
+
+def write_clean(root: str, photo_id) -> None:
+    """ROOT/clean/ in CLEAN_SCHEMA with only photo_id and user_id set, and its manifest."""
+    n = len(photo_id)
+    columns = {f.name: pa.nulls(n, f.type) for f in yfcc.CLEAN_SCHEMA}
+    columns["photo_id"] = pa.array(photo_id, pa.int64())
+    columns["user_id"] = pa.array([f"{p % 5}@N00" for p in photo_id])
+    uri = storage.join(root, "clean")
+    folder = storage.filesystem(uri)[1]
+    os.makedirs(folder)
+    pq.write_table(pa.table(columns, schema=yfcc.CLEAN_SCHEMA), f"{folder}/part-00000.parquet")
+    storage.write_manifest(uri, "clean", rows_in=n, rows_out=n, rows_rejected=0, parameters={}, inputs=[],
+                           started=time.time())
+
+
+def make_config(**overrides) -> dict:
+    return configuration.load(overrides=[f"{k}={v}" for k, v in {"master": "local[2]", "spark.ui.enabled": "false",
+                                                                  "cnn_batch_size": 4, **overrides}.items()])
+
+
+def read_rejects(root: str) -> dict[int, str]:
+    table = pq.read_table(storage.filesystem(storage.join(root, "rejects", "features"))[1])
+    return dict(zip(table["photo_id"].to_pylist(), table["reason"].to_pylist()))
+
+
+def read_feature_ids(root: str) -> set[int]:
+    return set(pq.read_table(storage.filesystem(storage.join(root, "features"))[1], columns=["photo_id"])
+               ["photo_id"].to_pylist())
+
+
+def test_placeholders_are_rejected_as_unavailable_and_counted(spark, tmp_path):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    blobs = {1: open(f"{DARKNET}/eagle.jpg", "rb").read(), 2: encoded(lookalike()),
+             3: encoded(lookalike(), "JPEG", quality=80), 4: open(f"{DARKNET}/dog.jpg", "rb").read()}
+    for photo_id, blob in blobs.items():
+        (folder / f"{photo_id}.img").write_bytes(blob)
+    root = "file://" + str(tmp_path / "run")
+    write_clean(root, list(blobs))
+    fingerprint = placeholder.fingerprint(images.decoded_image(blobs[2]))
+    config = make_config(images=f"file://{folder}/{{photo_id}}.img")
+    config["unavailable_fingerprints"] = [fingerprint]
+
+    manifest = features.run(spark, config, root)
+    assert (manifest["rows_in"], manifest["rows_out"], manifest["rows_rejected"]) == (4, 2, 2)
+    assert manifest["reasons"] == {"unavailable": 2}
+    assert manifest["parameters"]["unavailable_fingerprints"] == [fingerprint]
+    assert read_rejects(root) == {2: "unavailable", 3: "unavailable"}
+    assert read_feature_ids(root) == {1, 4}
+
+    # Without the fingerprint the placeholder is just another image.
+    config["unavailable_fingerprints"] = []
+    features_root = "file://" + str(tmp_path / "run2")
+    write_clean(features_root, list(blobs))
+    assert features.run(spark, config, features_root)["rows_out"] == 4
+
+
+def test_a_malformed_fingerprint_fails_before_any_spark_job(spark, tmp_path):
+    root = "file://" + str(tmp_path / "run")
+    write_clean(root, [1])
+    config = make_config(images=f"file://{tmp_path}/{{photo_id}}.jpg")
+    config["unavailable_fingerprints"] = ["500x374:nothex"]
+    with pytest.raises(Im2vecError, match="unavailable_fingerprints"):
+        features.run(spark, config, root)
