@@ -136,6 +136,9 @@ def clean_chunks(chunks: Iterator[Chunk], *, layouts: dict[str, int], staging_cl
     rejects_fs, rejects_folder = storage.filesystem(staging_split_rejects)
     writer, rejects_writer, pending, pending_rows = None, None, [], 0
     stats = {"rows_read": 0, "rows_kept": 0, "videos": 0, "reasons": {}, "dropped_tags": {}}
+    from pipeline import progress
+
+    counter = progress.task_counter("rows")   # the driver's progress line, while the task runs
 
     def flush():
         nonlocal writer, pending, pending_rows
@@ -148,6 +151,7 @@ def clean_chunks(chunks: Iterator[Chunk], *, layouts: dict[str, int], staging_cl
 
     for chunk in chunks:
         stats["rows_read"] += len(chunk.lines)
+        counter.add(len(chunk.lines))
         layout_of_row = np.array([layouts[f] for f in chunk.files])[chunk.file_code]
         for layout in np.unique(layout_of_row):
             rows = np.flatnonzero(layout_of_row == layout)
@@ -177,6 +181,7 @@ def clean_chunks(chunks: Iterator[Chunk], *, layouts: dict[str, int], staging_cl
     for file in (writer, rejects_writer):
         if file is not None:
             file.close()
+    counter.close()
     stats["files"] = [name] if writer is not None else []
     stats["rejects_files"] = [name] if rejects_writer is not None else []
     stats["blocks"] = [[f, b, c] for (f, b), c in lines_per_block.items()]

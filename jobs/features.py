@@ -131,6 +131,9 @@ def extract_partition(batches: Iterator[pa.RecordBatch], *, template: imagesourc
     reader = imagesource.source_for(config)
     min_side = int(config["min_side"])
     unavailable = placeholder.parse(config.get("unavailable_fingerprints"))
+    from pipeline import progress
+
+    counter = progress.task_counter("images")   # the driver's progress line, while the task runs
 
     def with_uris():
         for batch in batches:
@@ -160,6 +163,8 @@ def extract_partition(batches: Iterator[pa.RecordBatch], *, template: imagesourc
                 [photo_id.take(rejected), pa.nulls(len(rejected), pa.binary()), uris.take(rejected),
                  pa.array([reasons[i] for i in rejected], pa.string()),
                  pa.array([details[i] for i in rejected], pa.string())], schema=TASK_OUTPUT)
+        counter.add(len(fetched))
+    counter.close()
 
 
 def extract(photos: DataFrame, template: imagesource.Template, config: dict, partitions: int) -> DataFrame:
@@ -216,6 +221,9 @@ def run(spark: SparkSession, config: dict, root: str) -> dict:
         todo = flagged.where(F.col("present").isNull()).drop("present")
     partitions = int(config.get("partitions") or 0) or max(
         spark.sparkContext.defaultParallelism, math.ceil((rows_in - already_present) / IMAGES_PER_TASK))
+    from pipeline import progress
+
+    progress.expect(rows_in - already_present, "images")
     print(f"[im2vec] features: {rows_in - already_present:,} of {rows_in:,} photos to extract "
           f"on {partitions} tasks from {template.text}", file=sys.stderr)
 

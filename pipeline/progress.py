@@ -7,12 +7,21 @@ prints, at most every ``every`` seconds while Spark is working, one line per act
 
     [im2vec] clean 2:41 | stage 1 parquet: 37/120 tasks (+2 running), 1,234,567 rows read, ETA 4:10
 
-The ETA extrapolates the stage's finished tasks at the rate since the stage was first seen.
-Rows read come from the driver's status REST API, when the Spark UI is on.
+Tasks report what they have done while they run, not only when they finish (Spark's accumulators
+and task metrics reach the driver at task end, or every heartbeat at best, and the features
+stage's input is read long before its images are done): a task calls :func:`task_counter` and
+``add(n)`` as it goes, which sends a small UDP datagram to the driver at most once a second; the
+reporter listens on the driver's address, which tasks learn from a Spark local property. The
+line then says ``1,234 images done, 15.2 images/s`` and, when the job said how many to expect
+(:func:`expect`), ETA from that rate; otherwise the ETA extrapolates the stage's finished tasks.
+Counts are a best effort: a lost datagram is made good by the next (each carries the task's
+total so far), and where executors cannot reach the driver the line falls back to tasks.
+Rows read by Spark's own readers come from the driver's status REST API, when the Spark UI is on.
 """
 from __future__ import annotations
 
 import json
+import socket
 import sys
 import threading
 import time
@@ -21,6 +30,9 @@ from contextlib import contextmanager
 from typing import Iterator, TextIO
 
 POLL_SECONDS = 1.0
+SEND_SECONDS = 1.0                 # a task reports at most this often
+ADDRESS_PROPERTY = "im2vec.progress.address"   # Spark local property: where tasks send their counts
+_expected: dict = {}               # what the running job said to expect: {"total": n, "unit": "images"}
 
 
 def clock(seconds: float) -> str:
@@ -56,6 +68,8 @@ class Reporter(threading.Thread):
         self.first_seen: dict[int, float] = {}
         self.stopping = threading.Event()
         self.lines = 0
+        self.counts = TaskCounts()
+        self.listener = self.counts.listen(spark)
 
     def run(self) -> None:
         last = 0.0
@@ -92,6 +106,13 @@ class Reporter(threading.Thread):
             if rows.get(stage.stageId):
                 parts.append(f"{rows[stage.stageId]:,} rows read")
             left = eta(done, total, now - self.first_seen[stage.stageId])
+            reported = self.counts.stage(stage.stageId)
+            if reported:
+                count, unit, rate = reported
+                parts.append(f"{count:,} {unit} done" + (f", {rate:,.1f} {unit}/s" if rate else ""))
+                expected = _expected.get("total") if _expected.get("unit") == unit else None
+                if expected and rate:
+                    left = max(0.0, expected - count) / rate
             parts.append(f"ETA {clock(left)}" if left is not None else "ETA ?")
             name = stage.name.split(" at ")[0]
             lines.append(f"[im2vec] {self.label} {clock(now - self.started)} | stage {stage.stageId} {name}: "
@@ -113,6 +134,8 @@ class Reporter(threading.Thread):
     def stop(self) -> None:
         self.stopping.set()
         self.join(timeout=5)
+        self.counts.close()
+        _expected.clear()
 
 
 @contextmanager
@@ -124,3 +147,139 @@ def report(spark, label: str, every: float = 5.0, stream: TextIO | None = None) 
         yield reporter
     finally:
         reporter.stop()
+
+
+def expect(total: int, unit: str) -> None:
+    """Tell the progress line how many ``unit`` (e.g. "images") the next job's tasks will report in all."""
+    _expected.update(total=int(total), unit=unit)
+
+
+class TaskCounts:
+    """The driver's side: a UDP socket tasks send their counts to, and the latest count of each task.
+
+    Datagrams are JSON: ``{"stage": id, "partition": p, "attempt": task attempt id, "n": done so
+    far, "unit": "rows"}``. A partition's latest attempt counts (a retry starts again from 0).
+    """
+
+    def __init__(self):
+        self.by_task: dict[tuple[int, int], tuple[int, int, str]] = {}   # (stage, partition) -> (attempt, n, unit)
+        self.history: dict[int, list[tuple[float, int]]] = {}           # stage -> [(time, total)]
+        self.lock = threading.Lock()
+        self.sock: socket.socket | None = None
+        self.context = None
+
+    def listen(self, spark) -> threading.Thread | None:
+        """Bind a UDP socket on the driver's address and tell the jobs of this thread where it is."""
+        context = spark.sparkContext
+        host = context.getConf().get("spark.driver.host", "127.0.0.1")
+        try:
+            self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            self.sock.bind((host, 0))
+        except OSError:
+            self.sock = None
+            return None
+        context.setLocalProperty(ADDRESS_PROPERTY, "%s:%d" % self.sock.getsockname()[:2])
+        self.context = context
+        thread = threading.Thread(target=self._receive, name="im2vec-progress-counts", daemon=True)
+        thread.start()
+        return thread
+
+    def _receive(self) -> None:
+        while self.sock is not None:
+            try:
+                data = self.sock.recv(65536)
+                report = json.loads(data)
+                key = (int(report["stage"]), int(report["partition"]))
+                value = (int(report["attempt"]), int(report["n"]), str(report["unit"]))
+            except (OSError, ValueError, KeyError, TypeError, AttributeError):
+                if self.sock is None or self.sock.fileno() < 0:
+                    return
+                continue
+            with self.lock:
+                old = self.by_task.get(key)
+                if old is None or old[0] != value[0] or value[1] >= old[1]:   # datagrams may arrive out of order
+                    self.by_task[key] = value
+
+    def stage(self, stage_id: int) -> tuple[int, str, float | None] | None:
+        """(done so far, unit, per second over the last minute or None) for a stage; None before any report."""
+        with self.lock:
+            mine = [v for (s, _), v in self.by_task.items() if s == stage_id]
+        if not mine:
+            return None
+        total, now = sum(n for _, n, _ in mine), time.time()
+        history = self.history.setdefault(stage_id, [])
+        history.append((now, total))
+        while len(history) > 2 and now - history[1][0] >= 60:
+            history.pop(0)
+        (then, before) = history[0]
+        rate = (total - before) / (now - then) if now - then >= 1 and total > before else None
+        return total, mine[0][2], rate
+
+    def close(self) -> None:
+        """Stop listening; later jobs of this thread no longer report (call from the thread that listened)."""
+        sock, self.sock = self.sock, None
+        if sock is not None:
+            sock.close()
+        if self.context is not None:
+            self.context.setLocalProperty(ADDRESS_PROPERTY, None)
+
+
+class TaskCounter:
+    """A task's side: ``add(n)`` as work gets done; sends the running total at most every SEND_SECONDS.
+
+    Use :func:`task_counter`; call :meth:`close` (or use it as a context manager) at the task's end.
+    """
+
+    def __init__(self, address: tuple[str, int], stage: int, partition: int, attempt: int, unit: str):
+        self.address, self.unit = address, unit
+        self.key = {"stage": stage, "partition": partition, "attempt": attempt, "unit": unit}
+        self.n, self.sent = 0, 0.0
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+
+    def add(self, n: int) -> None:
+        self.n += int(n)
+        if time.monotonic() - self.sent >= SEND_SECONDS:
+            self.send()
+
+    def send(self) -> None:
+        self.sent = time.monotonic()
+        try:
+            self.sock.sendto(json.dumps({**self.key, "n": self.n}).encode(), self.address)
+        except OSError:   # the driver is unreachable: progress is not worth failing a task over
+            pass
+
+    def close(self) -> None:
+        self.send()
+        self.sock.close()
+
+    def __enter__(self) -> "TaskCounter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class _NoCounter:
+    def add(self, n: int) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        pass
+
+
+def task_counter(unit: str = "rows"):
+    """Inside a Spark task: a counter reporting to the driver's progress line (a no-op without one)."""
+    from pyspark import TaskContext
+
+    context = TaskContext.get()
+    address = context.getLocalProperty(ADDRESS_PROPERTY) if context is not None else None
+    if not address:
+        return _NoCounter()
+    host, _, port = address.rpartition(":")
+    return TaskCounter((host, int(port)), context.stageId(), context.partitionId(), context.taskAttemptId(), unit)
