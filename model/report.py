@@ -24,17 +24,7 @@ def _number(value, digits: int = 3) -> str:
 def markdown(report: dict) -> str:
     """evaluation.md: one table row per method, then what the numbers are over."""
     sizes = report["sizes"]
-    lines = [f"## Evaluation at k={TOP_K} on {sizes['test_images']:,} test images", "",
-             "| method | precision | recall | F1 | N+ | P@5 | R@5 | mAP | ms/image |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for name in METHODS:
-        m = report[name]
-        if not m.get("run", True):
-            lines.append(f"| {name} | not run: {m['reason']} | | | | | | | |")
-            continue
-        lines.append(f"| {name} | {_number(m['precision'])} | {_number(m['recall'])} | {_number(m['f1'])} | "
-                     f"{m['n_plus']} / {m['tags']} | {_number(m['p_at_5'])} | {_number(m['r_at_5'])} | "
-                     f"{_number(m['map'])} | {_number(m.get('ms_per_image'), 2)} |")
+    lines = [f"## Evaluation at k={TOP_K} on {sizes['test_images']:,} test images", "", *table(report)]
     lines += ["", f"Precision, recall, F1 and N+ are per tag (averaged over the {report['im2vec']['tags']:,} "
               f"vocabulary tags with a relevant test image; N+ = tags recalled at least once); P@5/R@5 per image; "
               f"mAP over word queries (random ranking: im2vec {_number(report['im2vec']['map_random'])}). "
@@ -46,6 +36,21 @@ def markdown(report: dict) -> str:
                      f"vector, {zero['relevant_in_test']} on a test image ({zero['images']} images); ranked among "
                      f"the {zero['with_vector']} (random-ranking mAP {_number(zero['map_random'])}).")
     return "\n".join(lines) + "\n"
+
+
+def table(report: dict, methods=METHODS) -> list[str]:
+    """The Markdown table of a report's methods (one row each, from model.metrics.summary's figures), as lines."""
+    lines = ["| method | precision | recall | F1 | N+ | P@5 | R@5 | mAP | ms/image |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for name in methods:
+        m = report[name]
+        if not m.get("run", True):
+            lines.append(f"| {name} | not run: {m['reason']} | | | | | | | |")
+            continue
+        lines.append(f"| {name} | {_number(m['precision'])} | {_number(m['recall'])} | {_number(m['f1'])} | "
+                     f"{m['n_plus']} / {m['tags']} | {_number(m['p_at_5'])} | {_number(m['r_at_5'])} | "
+                     f"{_number(m['map'])} | {_number(m.get('ms_per_image'), 2)} |")
+    return lines
 
 
 def _png(figure, dpi: int) -> bytes:
