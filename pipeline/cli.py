@@ -8,7 +8,7 @@ Contract (other tools call it; keep it stable)::
     im2vec synth --rows N --layout 23|25 --out PATH
     im2vec demo-data --out DIR [--corpus openclipart|openmoji] [--source PATH]
     im2vec status --root ROOT
-    im2vec evaluate --root ROOT
+    im2vec evaluate --root ROOT [--against OTHER_ROOT]
     im2vec serve --root ROOT [--port P] [--host 127.0.0.1]
 """
 from __future__ import annotations
@@ -73,6 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("evaluate", help="P/R/F1/N+ at 5 and mAP on the test split vs baselines -> reports/")
     _common(p)
+    p.add_argument("--against", metavar="OTHER_ROOT",
+                   help="score the model on another run root's test images, over the tags both vocabularies "
+                        "share -> reports/cross-NAME/ (NAME: OTHER_ROOT's folder name)")
 
     p = sub.add_parser("run", help="run every stage in order")
     _common(p)
@@ -169,6 +172,9 @@ def cmd_train(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
+    if args.against:
+        runner.evaluate_against(_load_config(args), storage.to_uri(args.root), storage.to_uri(args.against))
+        return 0
     runner.evaluate(_load_config(args), storage.to_uri(args.root))
     return 0
 

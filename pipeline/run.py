@@ -64,6 +64,17 @@ def evaluate(config: dict, root: str) -> dict:
     return manifest
 
 
+def evaluate_against(config: dict, root: str, other_root: str) -> dict:
+    """Evaluate root's model on other_root's test images (model.cross.run); prints the report; returns the manifest."""
+    from model import cross
+
+    manifest = cross.run(config, root, other_root)
+    print(manifest["markdown"])
+    print(f"[im2vec] evaluate: {manifest['rows_out']:,} test images of {other_root} in {manifest['seconds']:.1f}s "
+          f"-> {manifest['output']}/evaluation.json, evaluation.md")
+    return manifest
+
+
 def everything(config: dict, root: str, inputs: list[str]) -> None:
     """`im2vec run`: every stage in order, clean..sample, then (with features) train, index and evaluate.
 

@@ -10,7 +10,8 @@ import json
 from pipeline import storage
 from pipeline.datasets.base import Dataset
 
-DATASET = Dataset("reports", "reports", "reports", "im2vec evaluate")
+# subfolders=False: reports/cross-NAME/ (evaluate --against, pipeline.datasets.cross) is its own dataset.
+DATASET = Dataset("reports", "reports", "reports", "im2vec evaluate", subfolders=False)
 EVALUATION = "evaluation.json"
 
 
