@@ -28,8 +28,8 @@ from py4j.protocol import Py4JJavaError
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.utils import AnalysisException
 
-from pipeline import (Im2vecError, config as configuration, spark as spark_session, storage, tags as tagging, yfcc,
-                      yfcc_scan)
+from pipeline import (Im2vecError, config as configuration, hashes as photo_hashes, spark as spark_session, storage,
+                      tags as tagging, yfcc, yfcc_scan)
 
 DETECT_LINES = 50
 DETECT_BYTES = 1 << 20       # at most this much of a file's head is read to detect its layout
@@ -395,7 +395,15 @@ PARAMETER_KEYS = ("max_field_bytes", "drop_numeric_tags", "drop_camera_tags", "d
                   "drop_owner_tags")
 
 
-def run(spark: SparkSession, config: dict, root: str, inputs: list[str]) -> dict:
+def hash_files(spark: SparkSession, inputs: list[str]) -> list[str]:
+    """The hash files (``--hashes``: files, folders or globs, plain or .bz2) as URIs, each checked to be one."""
+    files = input_files(spark, inputs)
+    for uri in files:
+        photo_hashes.check_hash_file(_head_lines(spark, uri), uri)
+    return files
+
+
+def run(spark: SparkSession, config: dict, root: str, inputs: list[str], hashes: list[str] | None = None) -> dict:
     """Clean raw YFCC metadata into ``ROOT/clean/`` and ``ROOT/rejects/clean/``.
 
     Args:
@@ -403,12 +411,16 @@ def run(spark: SparkSession, config: dict, root: str, inputs: list[str]) -> dict
         config: run configuration (keys in PARAMETER_KEYS).
         root: run root URI.
         inputs: files, folders or globs of YFCC metadata (plain or .bz2).
+        hashes: files, folders or globs of the 2014 release's hash file (``photo_id TAB hash``),
+            joined on photo_id to fill the hash of rows that have none (:mod:`pipeline.hashes`);
+            its rejects go to ``ROOT/rejects/hashes/``.
 
     Returns:
         The manifest written to ``ROOT/clean/_manifest.json``.
     """
     started = time.time()
     final_clean, final_rejects = storage.join(root, "clean"), storage.join(root, "rejects", "clean")
+    hashes = hashes if hashes is not None else list(config.get("hashes") or [])
     files = input_files(spark, inputs)
     layouts = detect_layouts(spark, files)
     print(f"[im2vec] clean: {len(files)} input file(s): "
@@ -449,12 +461,21 @@ def run(spark: SparkSession, config: dict, root: str, inputs: list[str]) -> dict
         rows_rejected = sum(totals["reasons"].values())
         if totals["rows_read"] != totals["rows_kept"] + rows_rejected + totals["videos"]:
             raise RuntimeError(f"clean: counts do not add up: {totals}")  # a bug, never bad input
+        hash_counts = {}
+        if hashes:
+            staging_clean, hash_counts = _fill_hashes(spark, hash_files(spark, hashes), staging, staging_clean,
+                                                      storage.join(root, "rejects", "hashes"))
+            if hash_counts.pop("rows_joined") != totals["rows_kept"]:
+                raise RuntimeError(f"clean: the hash join changed the row count: {hash_counts}")  # a bug
+        else:   # an earlier run's, which this manifest would not vouch for
+            storage.delete(storage.join(root, "rejects", "hashes"))
         storage.replace(staging_rejects, final_rejects)
         storage.replace(staging_clean, final_clean)
         return storage.write_manifest(
             final_clean, "clean", rows_in=totals["rows_read"], rows_out=totals["rows_kept"],
-            rows_rejected=rows_rejected, videos=totals["videos"], rejects=final_rejects, covers=(final_rejects,),
-            reasons=totals["reasons"], dropped_tags=totals["dropped_tags"],
+            rows_rejected=rows_rejected, videos=totals["videos"], rejects=final_rejects,
+            covers=(final_rejects, *([hash_counts["hash_rejects"]] if hash_counts else [])),
+            reasons=totals["reasons"], dropped_tags=totals["dropped_tags"], **hash_counts,
             layouts={f: layouts[f] for f in files},
             parameters=configuration.redacted({k: config[k] for k in PARAMETER_KEYS}),
             inputs=files, started=started,
@@ -464,6 +485,15 @@ def run(spark: SparkSession, config: dict, root: str, inputs: list[str]) -> dict
                     "rejects_and_commit": round(time.time() - parse_finished, 3)})
     finally:
         storage.delete(staging)
+
+
+def _fill_hashes(spark: SparkSession, files: list[str], staging: str, staging_clean: str,
+                 final_rejects: str) -> tuple[str, dict]:
+    """Join the hash files into the staged clean rows: (the folder of the filled rows, manifest entries)."""
+    filled, rejects = storage.join(staging, "hashed"), storage.join(staging, "hash_rejects")
+    counts = photo_hashes.join_hashes(spark, files, staging_clean, filled, rejects, staging, PARQUET_OPTIONS)
+    storage.replace(rejects, final_rejects)
+    return filled, {**counts, "hash_inputs": files, "hash_rejects": final_rejects}
 
 
 def _sum_stats(stats: list[dict]) -> dict:

@@ -34,6 +34,13 @@ def _common(parser: argparse.ArgumentParser) -> None:
                         help="run on a cluster via spark-submit: deploy/profiles/PROFILE.conf or a .conf path")
 
 
+class _ConfigList(argparse.Action):
+    """``--hashes A B`` is ``--set hashes=[A, B]``: a config key, so spark-submit and `im2vec run` see it too."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        namespace.overrides = [*namespace.overrides, f"{self.dest}={json.dumps(values)}"]
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="im2vec", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -42,6 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.add_argument("--input", nargs="+", required=True, metavar="PATH_OR_GLOB",
                    help="YFCC metadata files, folders or globs; plain or .bz2, 23- or 25-column layout")
+    p.add_argument("--hashes", nargs="+", action=_ConfigList, metavar="PATH_OR_GLOB",
+                   help="the 2014 release's yfcc100m_hash(.bz2): fills the hash of rows without one (config key hashes)")
 
     p = sub.add_parser("vocab", help="build the tag vocabulary and the by-user split (Spark)")
     _common(p)
