@@ -30,6 +30,7 @@ from pyspark.sql.utils import AnalysisException
 
 from pipeline import (Im2vecError, config as configuration, hashes as photo_hashes, spark as spark_session, storage,
                       tags as tagging, yfcc, yfcc_scan)
+from pipeline.datasets import clean as clean_data, rejects as rejects_data
 
 DETECT_LINES = 50
 DETECT_BYTES = 1 << 20       # at most this much of a file's head is read to detect its layout
@@ -419,7 +420,7 @@ def run(spark: SparkSession, config: dict, root: str, inputs: list[str], hashes:
         The manifest written to ``ROOT/clean/_manifest.json``.
     """
     started = time.time()
-    final_clean, final_rejects = storage.join(root, "clean"), storage.join(root, "rejects", "clean")
+    final_clean, final_rejects = clean_data.DATASET.uri(root), rejects_data.CLEAN.uri(root)
     hashes = hashes if hashes is not None else list(config.get("hashes") or [])
     files = input_files(spark, inputs)
     layouts = detect_layouts(spark, files)

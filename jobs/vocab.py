@@ -25,7 +25,8 @@ import pyarrow.compute as pc
 from pyspark.sql import Column, DataFrame, SparkSession, Window, functions as F
 
 from pipeline import Im2vecError, config as configuration, storage
-from pipeline.datasets import clean as clean_data
+from pipeline.datasets import (clean as clean_data, tagged as tagged_data, vocab as vocab_data,
+                               zero_shot as zero_shot_data)
 
 PARAMETER_KEYS = ("min_images", "min_users", "max_size", "pos_alpha", "neg_power", "zero_shot_fraction",
                   "validation_fraction", "test_fraction", "seed", "partitions")
@@ -158,8 +159,8 @@ def run(spark: SparkSession, config: dict, root: str) -> dict:
     started = time.time()
     clean_uri = clean_data.DATASET.uri(root)
     clean = clean_data.read(spark, root)
-    final_vocab, final_tagged = storage.join(root, "vocab"), storage.join(root, "tagged")
-    final_zero_shot = storage.join(root, "zero_shot")
+    final_vocab, final_tagged, final_zero_shot = (data.DATASET.uri(root)
+                                                  for data in (vocab_data, tagged_data, zero_shot_data))
     fraction = float(config["zero_shot_fraction"])
     if not 0.0 <= fraction < 1.0:
         raise Im2vecError(f"zero_shot_fraction must be in [0, 1), got {fraction}")
