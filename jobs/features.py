@@ -198,13 +198,7 @@ def run(spark: SparkSession, config: dict, root: str) -> dict:
     clean_uri, final, final_rejects = clean_data.DATASET.uri(root), features_data.DATASET.uri(root), \
         rejects.FEATURES.uri(root)
     clean = clean_data.read(spark, root)
-    batch_size = int(config["cnn_batch_size"])
-    if batch_size < 1:
-        raise Im2vecError(f"cnn_batch_size must be at least 1, got {batch_size}")
-    try:
-        placeholder.parse(config.get("unavailable_fingerprints"))
-    except ValueError as err:
-        raise Im2vecError(f"unavailable_fingerprints: {err}") from None
+    batch_size = _checked_batch_size(config)
     # Load the CNN here first: a bad cnn / cnn_weights then fails once, before any Spark job, instead
     # of in every task (and every retry). The driver keeps it, as a Python worker does.
     extractor(config)
@@ -261,6 +255,19 @@ def run(spark: SparkSession, config: dict, root: str) -> dict:
     finally:
         spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", batch_conf)
         storage.delete(staging)
+
+
+def _checked_batch_size(config: dict) -> int:
+    """``cnn_batch_size`` from the configuration, after checking it and ``unavailable_fingerprints``:
+    a bad value fails here, before any Spark job, not in every task."""
+    batch_size = int(config["cnn_batch_size"])
+    if batch_size < 1:
+        raise Im2vecError(f"cnn_batch_size must be at least 1, got {batch_size}")
+    try:
+        placeholder.parse(config.get("unavailable_fingerprints"))
+    except ValueError as err:
+        raise Im2vecError(f"unavailable_fingerprints: {err}") from None
+    return batch_size
 
 
 def _reusable_features(spark: SparkSession, config: dict, root: str) -> DataFrame | None:
