@@ -3,9 +3,9 @@
 Reads ROOT/vocab/ (tag_id, neg_weight, pos_weight), ROOT/tagged/ (train split) and, when present,
 ROOT/features/ (Petastorm: photo_id, feature as NdarrayCodec bytes). Writes, per epoch E:
 
-    ROOT/epochs/epoch=EEEEE/   plain Parquet that Petastorm's make_batch_reader reads:
+    ROOT/epochs/epoch=EEEEE/   a Petastorm dataset of the epoch contract (pipeline.datasets.epochs):
         photo_id  int64
-        feature   binary: raw little-endian float16[D] (only when features/ exists)
+        feature   binary: features/'s NdarrayCodec float16[D] as it is (only when features/ exists)
         pos_ids   list<int32>, P = config positives, drawn from the image's tags ∝ pos_weight
         neg_ids   list<int32>, K = config negatives, drawn by neg_weight, never an own tag
       Rows are in shuffled order: files in name order, rows in file order. Row groups hold about
@@ -172,7 +172,8 @@ def write_partition(batches, *, folder: str, tables: Broadcast, seed: int, epoch
     and task attempt; the driver keeps the attempts whose stats row it collected.
 
     Yields:
-        One batch: ``file`` (name in ``folder``, or null when the partition is empty), ``rows``.
+        One batch: ``file`` (name in ``folder``, or null when the partition is empty), ``rows``,
+        ``row_groups`` (Petastorm's metadata lists each file's row groups).
     """
     from pyspark import TaskContext
 
@@ -180,16 +181,17 @@ def write_partition(batches, *, folder: str, tables: Broadcast, seed: int, epoch
     name = storage.attempt_file(ctx.partitionId(), ctx.taskAttemptId())
     fs, path = storage.filesystem(folder)
     drawn_from = tables.value
-    writer, pending, rows = None, [], 0
+    writer, pending, rows, row_groups = None, [], 0, 0
 
     def flush():
-        nonlocal writer, pending, rows
+        nonlocal writer, pending, rows, row_groups
         if writer is None:
             writer = pq.ParquetWriter(f"{path}/{name}", pending[0].schema, filesystem=fs,
                                       compression=column_compression(pending[0].schema))
         table = pa.Table.from_batches(pending)
         writer.write_table(table, row_group_size=row_group_rows)
         rows += table.num_rows
+        row_groups += -(-table.num_rows // row_group_rows)
         pending = []
 
     for batch in batches:
@@ -200,8 +202,8 @@ def write_partition(batches, *, folder: str, tables: Broadcast, seed: int, epoch
         flush()
     if writer is not None:
         writer.close()
-    yield pa.RecordBatch.from_arrays([pa.array([name if writer else None], pa.string()), pa.array([rows], pa.int64())],
-                                     names=["file", "rows"])
+    yield pa.RecordBatch.from_arrays([pa.array([name if writer else None], pa.string()), pa.array([rows], pa.int64()),
+                                      pa.array([row_groups], pa.int64())], names=["file", "rows", "row_groups"])
 
 
 def column_compression(schema: pa.Schema) -> dict[str, str]:
@@ -212,7 +214,11 @@ def column_compression(schema: pa.Schema) -> dict[str, str]:
 
 
 def write_epoch(spark: SparkSession, config: dict, root: str, inputs: Inputs, epoch: int) -> dict:
-    """Make ROOT/epochs/epoch=EEEEE/ atomically (staging folder, replace, manifest last); returns its manifest."""
+    """Make ROOT/epochs/epoch=EEEEE/ atomically (staging folder, replace, manifest last); returns its manifest.
+
+    The folder is a Petastorm dataset of the epoch contract (pipeline.datasets.epochs): its
+    ``_common_metadata`` is written from what the tasks report, without reading their files again.
+    """
     started = time.time()
     params = parameters(config)
     final = epoch_uri(root, epoch)
@@ -225,9 +231,13 @@ def write_epoch(spark: SparkSession, config: dict, root: str, inputs: Inputs, ep
                              row_group_rows=max(1, params["row_group_mb"] * 2 ** 20 // row_bytes))
     try:
         written = (shuffled(inputs.images, seed=params["seed"], epoch=epoch, partitions=params["partitions"])
-                   .mapInArrow(body, "file string, rows long").collect())
-        storage.commit_attempt_files(staged, sorted(w.file for w in written if w.file),
-                                     sampling.output_schema(inputs.feature_dim is not None))
+                   .mapInArrow(body, "file string, rows long, row_groups long").collect())
+        schema = sampling.output_schema(inputs.feature_dim is not None)
+        renamed = storage.commit_attempt_files(staged, sorted(w.file for w in written if w.file), schema)
+        # With no rows, commit_attempt_files wrote one empty file: pyarrow gives it one empty row group.
+        row_groups = {renamed[w.file]: w.row_groups for w in written if w.file} or {"part-00000.parquet": 1}
+        epochs.write_petastorm_metadata(staged, schema, row_groups, feature_dim=inputs.feature_dim,
+                                        positives=params["positives"], negatives=params["negatives"])
         storage.replace(staged, final)
     finally:
         storage.delete(staged)
@@ -239,9 +249,10 @@ def write_epoch(spark: SparkSession, config: dict, root: str, inputs: Inputs, ep
                           "usable train images; does features/ hold a photo_id twice?")
     return storage.write_manifest(
         final, "sample", rows_in=counts["train"], rows_out=rows_out, rows_rejected=sum(rejected.values()),
-        parameters=params, inputs=inputs.uris, started=started, epoch=epoch, seed=params["seed"],
-        positives=params["positives"], negatives=params["negatives"], feature_dim=inputs.feature_dim,
-        rejected=rejected, files=len([w for w in written if w.file]))
+        parameters=params, inputs=inputs.uris, started=started, schema_version=epochs.SCHEMA_VERSION, epoch=epoch,
+        seed=params["seed"], positives=params["positives"], negatives=params["negatives"],
+        feature_dim=inputs.feature_dim, vocab_size=inputs.tables.value.vocab_size, rejected=rejected,
+        files=len([w for w in written if w.file]))
 
 
 def run(spark: SparkSession, config: dict, root: str, epochs: tuple[int, int] | None = None) -> dict:

@@ -1,10 +1,11 @@
 """The trainer's input: epoch datasets read with Petastorm into ``tf.data``, and the validation set.
 
-This is the one module that knows how training data is read. The sample stage writes each epoch
-as plain Parquet (``ROOT/epochs/epoch=EEEEE/``: photo_id, feature = raw little-endian float16[D]
-bytes, pos_ids int32[P], neg_ids int32[K]); Petastorm's ``make_batch_reader`` reads it a row
-group at a time, in shuffled row-group order, in reader threads, and :func:`epoch_dataset` turns
-the row groups into training batches. A later move off Petastorm changes this file only.
+This is the one module that knows how the trainer reads training data. The sample stage writes
+each epoch as the epoch contract says (pipeline.datasets.epochs: photo_id, feature = Petastorm's
+NdarrayCodec float16[D], pos_ids int32[P], neg_ids int32[K]); Petastorm's ``make_batch_reader``
+reads it a row group at a time, in shuffled row-group order, in reader threads, and
+:func:`epoch_dataset` turns the row groups into training batches. A later move off Petastorm
+changes this file only. (Other trainers read epochs through pipeline.reader.)
 
 Why the reading path looks the way it does (see tests/benchmarks/bench_train.py): Petastorm's own
 Arrow -> numpy conversion builds one numpy array per row for list columns and one ``bytes`` per
@@ -13,15 +14,14 @@ competes with the model for the same cores. Here each row group stays an Arrow t
 columns are viewed as flat numpy arrays without a copy (the lists are fixed-size, so their
 values reshape to [n, P] and [n, K]); the whole row group goes into ``tf.data`` as it is, with a
 permutation of its rows, and the graph gathers each batch from it and decodes the float16
-features (a bitcast of byte pairs). Python runs once per row group, not per batch or row.
+features (the .npy header, the same length on every row, sliced off, then a bitcast of byte pairs). Python runs once per row group, not per batch or row.
 Shuffling costs little: Petastorm reads row groups in shuffled order, rows are permuted within
 each row group, a ``tf.data`` shuffle buffer mixes whole batches of neighbouring row groups, and
 the sample stage has already shuffled the epoch globally.
 """
 from __future__ import annotations
 
-import time
-from typing import Callable
+import warnings
 
 import numpy as np
 import pyarrow as pa
@@ -30,41 +30,10 @@ import pyarrow.dataset as ds
 import tensorflow as tf
 
 from pipeline import Im2vecError, sampling, storage
+from pipeline.datasets import encoding
 from pipeline.storage import epoch_uri  # noqa: F401  (the sample stage's layout; data.epoch_uri for callers)
 
 COLUMNS = ("feature", "pos_ids", "neg_ids")
-
-
-def wait_for_epoch(root: str, epoch: int, poll_seconds: float, log: Callable[[str], None] = print,
-                   timeout: float | None = None) -> dict:
-    """Block until ``ROOT/epochs/epoch=E/`` is complete (has ``_manifest.json``); return its manifest.
-
-    Args:
-        root: run root URI; epoch: the epoch number (from 1).
-        poll_seconds: seconds between looks.
-        log: where the "waiting" line goes (once, then every ~10 minutes).
-        timeout: give up after this many seconds (None = wait for ever).
-
-    Raises:
-        Im2vecError: on timeout, or when the epoch was sampled without features.
-    """
-    uri = epoch_uri(root, epoch)
-    started = last_log = time.time()
-    manifest = storage.read_manifest(uri)
-    if manifest is None:
-        log(f"waiting for epoch {epoch}: {uri} has no _manifest.json yet (is `im2vec schedule --root {root}` "
-            f"running? `im2vec sample --epochs {epoch}-{epoch}` makes it too); looking every {poll_seconds:g}s")
-    while manifest is None:
-        if timeout is not None and time.time() - started > timeout:
-            raise Im2vecError(f"epoch {epoch} did not appear in {uri} within {timeout:g}s")
-        time.sleep(poll_seconds)
-        manifest = storage.read_manifest(uri)
-        if manifest is None and time.time() - last_log > 600:
-            log(f"still waiting for epoch {epoch} ({time.time() - started:.0f}s)")
-            last_log = time.time()
-    if not manifest.get("feature_dim"):
-        raise Im2vecError(f"{uri} was sampled without features: run `im2vec features`, then sample again")
-    return manifest
 
 
 def read_row_groups(uri: str, *, seed: int | None = None, cur_shard: int | None = None,
@@ -80,7 +49,8 @@ def read_row_groups(uri: str, *, seed: int | None = None, cur_shard: int | None 
         workers: Petastorm reader threads.
 
     Yields:
-        ``feature_bytes`` uint8[n, 2·D] (raw little-endian float16), ``pos_ids`` int32[n, P],
+        ``feature_bytes`` uint8[n, H + 2·D] (NdarrayCodec: an H-byte .npy header, then little-endian
+        float16), ``pos_ids`` int32[n, P],
         ``neg_ids`` int32[n, K]: one row group (n rows) at a time, rows in file order.
     """
     from petastorm import make_batch_reader
@@ -91,9 +61,12 @@ def read_row_groups(uri: str, *, seed: int | None = None, cur_shard: int | None 
     url = "s3://" + url[len("s3a://"):] if url.startswith("s3a://") else url
     # shuffle_rows=False: Petastorm copies each row group with Table.take either way, and the
     # identity order copies faster; batch_orders permutes the rows.
-    reader = make_batch_reader(url, schema_fields=list(COLUMNS),
-                               shuffle_row_groups=True, shuffle_rows=False, seed=seed, num_epochs=1,
-                               cur_shard=cur_shard, shard_count=shard_count, workers_count=workers)
+    with warnings.catch_warnings():
+        # It suggests make_reader for a dataset with codecs; this reader takes the Arrow tables as they are.
+        warnings.filterwarnings("ignore", message="Please use make_reader")
+        reader = make_batch_reader(url, schema_fields=list(COLUMNS),
+                                   shuffle_row_groups=True, shuffle_rows=False, seed=seed, num_epochs=1,
+                                   cur_shard=cur_shard, shard_count=shard_count, workers_count=workers)
     # Take each row group as the Arrow table the worker read, skipping Petastorm's per-row numpy
     # conversion (see the module docstring). Pinned petastorm 0.13.1: fail loudly if that changes.
     if type(reader._results_queue_reader) is not ArrowReaderWorkerResultsQueueReader:
@@ -134,7 +107,7 @@ class _ArrowTables:
 
 
 def arrow_columns(table: pa.Table) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One epoch row group as numpy without per-row work: (uint8[n, 2·D], int32[n, P], int32[n, K]).
+    """One epoch row group as numpy without per-row work: (uint8[n, H + 2·D], int32[n, P], int32[n, K]).
 
     The arrays are views of the table's buffers (no copy when each column is one chunk).
 
@@ -219,7 +192,7 @@ def epoch_dataset(uri: str, *, feature_dim: int, positives: int, negatives: int,
         A dataset of dicts: ``feature`` float16[B, D], ``pos_ids`` int32[B, P], ``neg_ids``
         int32[B, K], prefetched. Each iteration opens a fresh Petastorm reader.
     """
-    signature = (tf.TensorSpec([None, 2 * feature_dim], tf.uint8), tf.TensorSpec([None, positives], tf.int32),
+    signature = (tf.TensorSpec([None, None], tf.uint8), tf.TensorSpec([None, positives], tf.int32),
                  tf.TensorSpec([None, negatives], tf.int32), tf.TensorSpec([None], tf.int64))
 
     def pieces():
@@ -230,7 +203,9 @@ def epoch_dataset(uri: str, *, feature_dim: int, positives: int, negatives: int,
     def to_batches(feature_bytes, pos_ids, neg_ids, order):
         def batch(start):
             rows = order[start:start + batch_size]
-            return {"feature": bytes_to_float16(tf.gather(feature_bytes, rows), feature_dim),
+            # The values are the last 2·D bytes of each row's NdarrayCodec encoding.
+            values = tf.gather(feature_bytes, rows)[:, -2 * feature_dim:]
+            return {"feature": bytes_to_float16(values, feature_dim),
                     "pos_ids": tf.gather(pos_ids, rows), "neg_ids": tf.gather(neg_ids, rows)}
         return tf.data.Dataset.range(0, tf.size(order, out_type=tf.int64), batch_size).map(batch)
 
@@ -344,11 +319,11 @@ def validation_set(root: str, vocab: pa.Table, *, limit: int, seed: int, positiv
         names=["photo_id", "tag_ids", "feature"])
     tables = sampling.build_tables(vocab.column("neg_weight").to_numpy(), vocab.column("pos_weight").to_numpy())
     drawn = sampling.sample_batch(batch, tables, seed, 0, positives, negatives)
-    feature_bytes, pos_ids, neg_ids = arrow_columns(pa.Table.from_batches([drawn]))
+    _, pos_ids, neg_ids = arrow_columns(pa.Table.from_batches([drawn]))
     lists = batch.column("tag_ids")
     offsets = lists.offsets.to_numpy().astype(np.int64)
     return {"photo_id": batch.column("photo_id").to_numpy(),
-            "feature": feature_bytes.view("<f2").astype(np.float16, copy=False),
+            "feature": encoding.decode_ndarray(drawn.column("feature")),
             "offsets": offsets - offsets[0],
             "tag_ids": lists.values.to_numpy()[offsets[0]:offsets[-1]].astype(np.int32),
             "pos_ids": pos_ids, "neg_ids": neg_ids}

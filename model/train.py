@@ -15,8 +15,9 @@ Reads (ROOT = the run root URI):
 Writes:
     ROOT/model/progress.json     {"epoch": last finished, "step", "val_loss", "val_p_at_5", "val_r_at_5",
                                  "val_f1", "train_loss", "popularity_p_at_5", "popularity_r_at_5",
-                                 "popularity_f1", "history": [...]};
-                                 replaced atomically at every checkpoint; the scheduler reads "epoch"
+                                 "popularity_f1", "history": [...]}; replaced atomically at every checkpoint
+    ROOT/consumers/NAME.json     the trainer's progress as the consumer ``consumer`` (pipeline.datasets.consumers):
+                                 at every checkpoint and while waiting for an epoch; the scheduler reads it
     ROOT/model/projection.keras  g as a Keras model: float32[N, D] features -> float32[N, d] tag space
     ROOT/model/tag_vectors.npy   float32[V, d], the tag table used in training (row = tag_id)
     ROOT/model/tag_bias.npy      float32[V]: add to g(f)·v_t to rank tags for an image (projection.tag_bias)
@@ -94,13 +95,14 @@ from datetime import datetime, timezone
 import numpy as np
 
 from model.metrics import TOP_K
-from pipeline import Im2vecError, storage
+from pipeline import Im2vecError, reader, storage
+from pipeline.datasets import consumers
 
 # --- configuration -----------------------------------------------------------------------------
 # Config keys the trainer reads (documented in pipeline/defaults.yaml, "# --- train ---").
 KEYS = ("epochs", "seed", "sampling", "positives", "negatives", "hidden_sizes", "loss", "batch_size", "learning_rate",
         "tag_learning_rate", "tag_bias_strength", "shuffle_buffer", "reader_workers", "checkpoint_steps",
-        "validation_images", "train_poll_seconds", "model_dir")
+        "validation_images", "train_poll_seconds", "model_dir", "consumer")
 LOG_STEPS = 100           # train loss to TensorBoard every this many steps
 KEEP_CHECKPOINTS = 3      # the CheckpointManager keeps the newest few
 VALIDATION_BATCH = 4096   # images per forward pass while validating
@@ -128,6 +130,7 @@ def parameters(config: dict) -> dict:
             "shuffle_buffer": int(config["shuffle_buffer"]), "reader_workers": int(config["reader_workers"]),
             "checkpoint_steps": int(config["checkpoint_steps"]), "validation_images": int(config["validation_images"]),
             "train_poll_seconds": float(config["train_poll_seconds"]), "model_dir": str(config["model_dir"] or ""),
+            "consumer": str(config["consumer"] or ""),
         }
     except (TypeError, ValueError) as err:
         raise Im2vecError(f"train: a config value has the wrong type: {err}") from None
@@ -143,6 +146,8 @@ def parameters(config: dict) -> dict:
                           "shuffle_buffer >= 0")
     if not 0 <= params["tag_bias_strength"] <= 1:
         raise Im2vecError(f"tag_bias_strength must be in [0, 1], got {params['tag_bias_strength']}")
+    if params["consumer"]:
+        consumers.uri("", params["consumer"])   # a usable name
     return params
 
 
@@ -510,7 +515,7 @@ def build(setup: Setup, inputs: Inputs) -> State:
 
 
 def save(setup: Setup, state: State, inputs: Inputs, epoch_done: int) -> None:
-    """Checkpoint (every worker) and, on the chief, replace ROOT/model/progress.json."""
+    """Checkpoint (every worker) and, on the chief, replace ROOT/model/progress.json and the consumer's report."""
     state.step_var.assign(state.step)
     state.epoch_var.assign(epoch_done)
     state.manager.save(checkpoint_number=state.step)
@@ -518,6 +523,8 @@ def save(setup: Setup, state: State, inputs: Inputs, epoch_done: int) -> None:
         progress = {"epoch": epoch_done, "step": state.step, **last_figures(state.history), **inputs.popularity,
                     "history": state.history, "updated": datetime.now(timezone.utc).isoformat(timespec="seconds")}
         storage.write_text(storage.join(setup.root, "model", "progress.json"), json.dumps(progress, indent=2) + "\n")
+        if setup.params["consumer"]:
+            consumers.report(setup.root, setup.params["consumer"], epoch_done, state.step)
 
 
 # --- one epoch ---------------------------------------------------------------------------------
@@ -646,16 +653,16 @@ def run(config: dict, root: str) -> dict:
         validation metrics, the popularity baseline, ``examples_per_second`` and
         ``tag_cosine_to_initial``. Non-chief workers return the same fields without writing it.
     """
-    from model import data
-
     started = time.time()
     setup = start(config, root)
     inputs = read_inputs(setup.root, setup.params)
     state = build(setup, inputs)
     epochs = range(int(state.epoch_var) + 1, setup.params["epochs"] + 1)
     trained = {"rows": 0, "seconds": 0.0}
+    consumer = setup.params["consumer"] if setup.chief else ""   # the chief reports for every worker
     for epoch in epochs:
-        manifest = data.wait_for_epoch(setup.root, epoch, setup.params["train_poll_seconds"], log)
+        manifest = reader.wait_for_epoch(setup.root, epoch, consumer=consumer or None,
+                                         poll_seconds=setup.params["train_poll_seconds"], log=log)
         if manifest["feature_dim"] != inputs.feature_dim:
             raise Im2vecError(f"epoch {epoch} has features of size {manifest['feature_dim']}, the validation "
                               f"set {inputs.feature_dim}: sample again after `im2vec features`")

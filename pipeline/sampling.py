@@ -20,7 +20,6 @@ sample stage writes per image and what the trainer draws itself from a batch.
 """
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 from typing import Callable, Mapping
 
@@ -328,9 +327,9 @@ def sample_batch(batch: pa.RecordBatch, tables: SamplingTables, seed: int, epoch
         seed, epoch: select the draws. positives, negatives: P and K per image.
 
     Returns:
-        A batch in :func:`output_schema`: ``photo_id``, [``feature`` as raw
-        little-endian float16 bytes, 2·D per row], ``pos_ids`` list<int32>[P],
-        ``neg_ids`` list<int32>[K]; rows in input order.
+        A batch in :func:`output_schema`: ``photo_id``, [``feature`` as it came: the epoch
+        contract stores Petastorm's NdarrayCodec too (pipeline.datasets.epochs)], ``pos_ids``
+        list<int32>[P], ``neg_ids`` list<int32>[K]; rows in input order.
     """
     photo_id = batch.column("photo_id").to_numpy().astype(np.int64)
     lists = batch.column("tag_ids")
@@ -340,43 +339,13 @@ def sample_batch(batch: pa.RecordBatch, tables: SamplingTables, seed: int, epoch
     n = len(photo_id)
     columns = [pa.array(photo_id)]
     if "feature" in batch.schema.names:
-        columns.append(raw_float16(batch.column("feature")))
+        columns.append(batch.column("feature"))
     pos_ids = draw_positives(photo_id, offsets, tag_ids, tables.pos_weight, seed, epoch, positives)
     neg_ids = draw_negatives(photo_id, offsets, tag_ids, tables.alias_prob, tables.alias, seed, epoch, negatives)
     for drawn, width in ((pos_ids, positives), (neg_ids, negatives)):
         columns.append(pa.ListArray.from_arrays(pa.array(np.arange(n + 1, dtype=np.int32) * width),
                                                 pa.array(drawn.reshape(-1))))
     return pa.RecordBatch.from_arrays(columns, schema=output_schema("feature" in batch.schema.names))
-
-
-def raw_float16(encoded: pa.Array) -> pa.BinaryArray:
-    """NdarrayCodec values (``np.save`` bytes, one array per row) -> raw little-endian float16 bytes.
-
-    The trainer decodes a batch with ``np.frombuffer(b"".join(col), "<f2").reshape(n, D)`` or
-    ``tf.io.decode_raw(col, tf.float16)``; the ``.npy`` header would get in the way of both.
-    All rows must hold arrays of one dtype and shape (their encodings then have one length).
-    """
-    if encoded.null_count:
-        raise ValueError("feature column holds nulls")
-    n = len(encoded)
-    if n == 0:
-        return pa.array([], pa.binary())
-    offsets = np.frombuffer(encoded.buffers()[1], dtype=np.int32)[encoded.offset:encoded.offset + n + 1]
-    lengths = np.diff(offsets)
-    if np.any(lengths != lengths[0]):
-        raise ValueError("feature arrays differ in size; expected one dtype and shape for every image")
-    data = np.frombuffer(encoded.buffers()[2], dtype=np.uint8)[offsets[0]:offsets[-1]].reshape(n, lengths[0])
-    head = io.BytesIO(data[0].tobytes())
-    version = np.lib.format.read_magic(head)
-    read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-    shape, fortran_order, dtype = read_header(head)
-    payload = data[:, head.tell():]
-    if fortran_order or payload.shape[1] != int(np.prod(shape)) * dtype.itemsize:
-        raise ValueError("feature values are not Petastorm NdarrayCodec (np.save) arrays")
-    values = np.ascontiguousarray(payload).view(dtype).astype("<f2", copy=False)
-    row_bytes = values.shape[1] * 2
-    return pa.Array.from_buffers(pa.binary(), n, [None, pa.py_buffer(np.arange(n + 1, dtype=np.int32) * row_bytes),
-                                                  pa.py_buffer(np.ascontiguousarray(values))])
 
 
 # --- checking drawn epochs ---------------------------------------------------------------------

@@ -164,7 +164,7 @@ def attempt_file(partition: int, attempt: int) -> str:
     return f"_attempt-{partition:05d}-{attempt}.parquet"
 
 
-def commit_attempt_files(folder_uri: str, committed: list[str], schema) -> None:
+def commit_attempt_files(folder_uri: str, committed: list[str], schema) -> dict[str, str]:
     """Keep the files of the task attempts the driver collected, renamed ``part-NNNNN.parquet``.
 
     Args:
@@ -173,6 +173,9 @@ def commit_attempt_files(folder_uri: str, committed: list[str], schema) -> None:
             or speculative attempt's) is deleted.
         schema: a pyarrow schema; with nothing committed an empty ``part-00000.parquet`` of it is
             written, because readers learn the schema from a file.
+
+    Returns:
+        {attempt file name: the name it has now}; {} when nothing was committed.
     """
     import pyarrow.parquet as pq
 
@@ -181,10 +184,12 @@ def commit_attempt_files(folder_uri: str, committed: list[str], schema) -> None:
     for info in fs.get_file_info(pafs.FileSelector(path)):
         if info.base_name not in keep:
             fs.delete_file(info.path)
-    for name in committed:
-        fs.move(f"{path}/{name}", f"{path}/part-{name[len('_attempt-'):].rsplit('-', 1)[0]}.parquet")
+    renamed = {name: f"part-{name[len('_attempt-'):].rsplit('-', 1)[0]}.parquet" for name in committed}
+    for name, final in renamed.items():
+        fs.move(f"{path}/{name}", f"{path}/{final}")
     if not committed:
         pq.write_table(schema.empty_table(), f"{path}/part-00000.parquet", filesystem=fs)
+    return renamed
 
 
 def is_data_name(name: str) -> bool:

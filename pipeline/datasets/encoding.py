@@ -1,9 +1,9 @@
 """The two ways a run root stores a float16 vector in a binary column (pyarrow 14 and Spark 3.5 have no half float).
 
-- **NdarrayCodec** (features/): each value is ``np.save`` bytes of float16[D], a ``.npy`` header
-  then the values, which Petastorm's NdarrayCodec decodes.
-- **raw** (epochs/ features, index/ embeddings): each value is just the little-endian float16[d]
-  (2·d bytes), which the trainer's graph bitcasts without a header in the way.
+- **NdarrayCodec** (features/, epochs/): each value is ``np.save`` bytes of float16[D], a ``.npy``
+  header then the values, which Petastorm's NdarrayCodec decodes (the trainer's graph slices the
+  header off, the same length on every row, and bitcasts the rest).
+- **raw** (index/ embeddings): each value is just the little-endian float16[d] (2·d bytes).
 
 Every row of a column holds one dtype and shape, so both are encoded and decoded for a whole
 column at once, over its one values buffer.
@@ -84,10 +84,3 @@ def decode_raw(column: pa.Array) -> np.ndarray:
     """Raw little-endian float16 values (:func:`encode_raw`) -> float16[N, d]."""
     rows = _fixed_rows(column)
     return np.ascontiguousarray(rows).view("<f2").astype(np.float16, copy=False)
-
-
-def ndarray_to_raw(column: pa.Array) -> pa.BinaryArray:
-    """NdarrayCodec values (features/) -> raw float16 values (what epochs/ stores for the trainer)."""
-    if len(column) == 0:
-        return pa.array([], pa.binary())
-    return encode_raw(decode_ndarray(column))

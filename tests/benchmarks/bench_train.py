@@ -6,8 +6,8 @@ The model is the default one (pipeline/defaults.yaml: g = 1280 -> 1024 -> 50 MLP
 negative sampling, P = 2 positives and K = 20 negatives per image, batch 512), trained with
 ``model.train.make_train_step``, the trainer's own step.
 
-1. reading: one synthetic epoch written as the sample stage writes it (plain Parquet, feature =
-   raw float16[1280] bytes, 32 MiB row groups), trained on
+1. reading: one synthetic epoch written as the sample stage writes it (Parquet, feature =
+   NdarrayCodec float16[1280] bytes, 32 MiB row groups), trained on
    a. through Petastorm: ``model.data.epoch_dataset`` (make_batch_reader, shuffled row groups,
       rows permuted within them, an 8192-row shuffle buffer of batches, prefetch), and
    b. from memory: the same rows as numpy arrays through
@@ -46,6 +46,7 @@ import tensorflow as tf  # noqa: E402
 
 from jobs import sample  # noqa: E402
 from model import data, train  # noqa: E402
+from pipeline.datasets import encoding  # noqa: E402
 from model.projection import TagTable, build_projection  # noqa: E402
 
 D, P, K, d, BATCH = 1280, 2, 20, 50, 512
@@ -61,14 +62,12 @@ def synthetic_epoch(folder: Path, rows: int, seed: int = 0) -> dict:
     zipf = 1.0 / np.arange(1, ACTIVE_TAGS + 1) ** 0.75
     ids = rng.choice(ACTIVE_TAGS, size=(rows, P + K), p=zipf / zipf.sum()).astype(np.int32)
     folder.mkdir(parents=True, exist_ok=True)
-    row_group = (32 << 20) // (2 * D + 4 * (P + K) + 8)
+    row_group = (32 << 20) // (128 + 2 * D + 4 * (P + K) + 8)
     for part, index in enumerate(np.array_split(np.arange(rows), 4)):
         n = len(index)
         table = pa.table({
             "photo_id": pa.array(index.astype(np.int64)),
-            "feature": pa.Array.from_buffers(pa.binary(), n, [
-                None, pa.py_buffer(np.arange(n + 1, dtype=np.int32) * 2 * D),
-                pa.py_buffer(np.ascontiguousarray(feature[index]))]),
+            "feature": encoding.encode_ndarray(feature[index]),
             "pos_ids": pa.ListArray.from_arrays(pa.array(np.arange(n + 1, dtype=np.int32) * P),
                                                 pa.array(ids[index, :P].ravel())),
             "neg_ids": pa.ListArray.from_arrays(pa.array(np.arange(n + 1, dtype=np.int32) * K),

@@ -1,5 +1,6 @@
 """The sample stage on real local Spark: determinism, exclusion, features, manifests, --check, Petastorm."""
 import glob
+import io
 import json
 import os
 import shutil
@@ -12,6 +13,7 @@ import pytest
 
 from jobs import sample
 from pipeline import cli, config as configuration, storage
+from pipeline.datasets import encoding
 
 VOCAB_SIZE = 500
 IMAGES = 4000
@@ -189,7 +191,7 @@ def test_features_are_joined_converted_and_read_by_petastorm(spark, tmp_path):
 
     table = read_epoch(root, 3)
     assert table.schema.names == ["photo_id", "feature", "pos_ids", "neg_ids"]
-    features = np.frombuffer(b"".join(table["feature"].to_pylist()), "<f2").reshape(-1, FEATURE_DIM)
+    features = encoding.decode_ndarray(table["feature"])   # features/'s NdarrayCodec bytes, as they were
     rows = [index[p] for p in table["photo_id"].to_pylist()]
     np.testing.assert_array_equal(features, truth["feature"][rows])
 
@@ -209,7 +211,7 @@ def test_features_are_joined_converted_and_read_by_petastorm(spark, tmp_path):
     first = batches[0]
     assert first.pos_ids.shape == (len(first.photo_id), 2) and first.pos_ids.dtype == np.int32
     assert first.neg_ids.shape == (len(first.photo_id), 20) and first.neg_ids.dtype == np.int32
-    assert np.frombuffer(b"".join(first.feature), "<f2").reshape(-1, FEATURE_DIM).shape[0] == len(first.photo_id)
+    assert np.stack([np.load(io.BytesIO(b)) for b in first.feature]).shape == (len(first.photo_id), FEATURE_DIM)
 
 
 def test_missing_inputs_are_user_errors(spark, tmp_path, capsys):

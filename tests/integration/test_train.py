@@ -20,6 +20,7 @@ import pytest
 
 from model import data, train
 from pipeline import config as configuration, storage
+from pipeline.datasets import consumers
 from tests.integration.conftest import EPOCHS, SETTINGS, make_config, needs_openclipart
 
 
@@ -177,9 +178,12 @@ def test_the_trainer_waits_for_an_epoch_the_scheduler_has_not_finished(run_root,
         time.sleep(0.1)
     time.sleep(1.0)
     assert trainer.is_alive() and progress(run_root)["epoch"] == 1   # waiting, not failing or skipping
+    # ... and telling the scheduler so, as the consumer the config names
+    assert {c.name: c.epoch for c in consumers.read_all(run_root)} == {"im2vec-train": 1}
     hidden.rename(manifest_path)
     trainer.join(timeout=120)
     assert not trainer.is_alive() and outcome["epoch"] == 2
+    assert {c.name: (c.epoch, c.step) for c in consumers.read_all(run_root)} == {"im2vec-train": (2, outcome["step"])}
     assert "waiting for epoch 2" in capsys.readouterr().out
 
 

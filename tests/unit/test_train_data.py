@@ -1,5 +1,5 @@
 """model.data on small epochs written as the sample stage writes them: exact decoding, every row once
-(also over shards), waiting for an epoch, and the validation set."""
+(also over shards), waiting for an epoch (pipeline.reader, which the trainer waits with), and the validation set."""
 import io
 import threading
 import time
@@ -10,7 +10,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from model import data
-from pipeline import Im2vecError, storage
+from pipeline import Im2vecError, reader, storage
+from pipeline.datasets import encoding, epochs
 
 D, P, K = 6, 2, 3
 
@@ -20,27 +21,27 @@ def lists(values: np.ndarray) -> pa.ListArray:
     return pa.ListArray.from_arrays(pa.array(np.arange(n + 1, dtype=np.int32) * width), pa.array(values.ravel()))
 
 
-def raw_bytes(feature: np.ndarray) -> pa.BinaryArray:
-    n = len(feature)
-    return pa.Array.from_buffers(pa.binary(), n, [None, pa.py_buffer(np.arange(n + 1, dtype=np.int32) * 2 * D),
-                                                  pa.py_buffer(np.ascontiguousarray(feature, "<f2"))])
-
-
-def write_epoch(root: str, epoch: int, rows: int = 1000, files: int = 3, row_group: int = 70, seed: int = 0) -> dict:
-    """An epoch folder with the sample stage's columns; pos_ids[:, 0] is the row number (the row's identity)."""
+def write_epoch(root: str, epoch: int, rows: int = 1000, files: int = 3, row_group: int = 70, seed: int = 0,
+                schema_version: int = epochs.SCHEMA_VERSION) -> dict:
+    """An epoch folder of the epoch contract, as the sample stage writes it (Parquet files, Petastorm's
+    _common_metadata, the manifest last); pos_ids[:, 0] is the row number (the row's identity)."""
     rng = np.random.default_rng(seed)
     feature = rng.normal(size=(rows, D)).astype(np.float16)
     pos_ids = np.stack([np.arange(rows), rng.integers(0, 50, rows)], axis=1).astype(np.int32)
     neg_ids = rng.integers(0, 50, (rows, K)).astype(np.int32)
-    fs, path = storage.filesystem(data.epoch_uri(root, epoch))
+    uri = epochs.uri(root, epoch)
+    fs, path = storage.filesystem(uri)
     fs.create_dir(path, recursive=True)
+    row_groups = {}
     for i, part in enumerate(np.array_split(np.arange(rows), files)):
-        table = pa.table({"photo_id": pa.array(part.astype(np.int64)), "feature": raw_bytes(feature[part]),
+        table = pa.table({"photo_id": pa.array(part.astype(np.int64)), "feature": encoding.encode_ndarray(feature[part]),
                           "pos_ids": lists(pos_ids[part]), "neg_ids": lists(neg_ids[part])})
         pq.write_table(table, f"{path}/part-{i:05d}.parquet", row_group_size=row_group)
-    storage.write_manifest(data.epoch_uri(root, epoch), "sample", rows_in=rows, rows_out=rows, rows_rejected=0,
-                           parameters={}, inputs=[], started=time.time(), epoch=epoch, positives=P, negatives=K,
-                           feature_dim=D)
+        row_groups[f"part-{i:05d}.parquet"] = pq.ParquetFile(f"{path}/part-{i:05d}.parquet").num_row_groups
+    epochs.write_petastorm_metadata(uri, table.schema, row_groups, feature_dim=D, positives=P, negatives=K)
+    storage.write_manifest(uri, "sample", rows_in=rows, rows_out=rows, rows_rejected=0, parameters={}, inputs=[],
+                           started=time.time(), schema_version=schema_version, epoch=epoch, positives=P,
+                           negatives=K, feature_dim=D, vocab_size=50)
     return {"feature": feature, "pos_ids": pos_ids, "neg_ids": neg_ids}
 
 
@@ -109,12 +110,13 @@ def test_shards_cover_every_row_exactly_once(root, epoch, shard_count):
 
 def test_arrow_columns_views_a_row_group_without_per_row_work():
     feature = np.arange(4 * D, dtype=np.float16).reshape(4, D)
-    table = pa.table({"feature": raw_bytes(feature), "pos_ids": lists(np.ones((4, P), np.int32)),
+    table = pa.table({"feature": encoding.encode_ndarray(feature), "pos_ids": lists(np.ones((4, P), np.int32)),
                       "neg_ids": lists(np.zeros((4, K), np.int32))}).slice(1, 3)
     feature_bytes, pos_ids, neg_ids = data.arrow_columns(table)
-    assert feature_bytes.shape == (3, 2 * D) and pos_ids.shape == (3, P) and neg_ids.shape == (3, K)
-    np.testing.assert_array_equal(feature_bytes.view("<f2"), feature[1:])
-    ragged = pa.table({"feature": raw_bytes(feature),
+    header = feature_bytes.shape[1] - 2 * D   # the .npy header, the same on every row
+    assert header > 0 and feature_bytes.shape == (3, header + 2 * D) and pos_ids.shape == (3, P) and neg_ids.shape == (3, K)
+    np.testing.assert_array_equal(feature_bytes[:, header:].copy().view("<f2"), feature[1:])
+    ragged = pa.table({"feature": encoding.encode_ndarray(feature),
                        "pos_ids": pa.array([[1], [1, 2], [1], [1]], pa.list_(pa.int32())),
                        "neg_ids": lists(np.zeros((4, K), np.int32))})
     with pytest.raises(ValueError, match="pos_ids values differ"):
@@ -126,20 +128,20 @@ def test_wait_for_epoch_polls_until_the_manifest_appears(root):
     writer = threading.Timer(0.5, write_epoch, args=(root, 2), kwargs={"rows": 10, "files": 1})
     writer.start()
     started = time.time()
-    manifest = data.wait_for_epoch(root, 2, poll_seconds=0.1, log=lines.append, timeout=30)
+    manifest = reader.wait_for_epoch(root, 2, poll_seconds=0.1, log=lines.append, timeout=30)
     writer.join()
     assert manifest["epoch"] == 2 and time.time() - started >= 0.4
     assert len(lines) == 1 and "waiting for epoch 2" in lines[0] and "_manifest.json" in lines[0]
     with pytest.raises(Im2vecError, match="did not appear"):
-        data.wait_for_epoch(root, 3, poll_seconds=0.05, log=lines.append, timeout=0.2)
+        reader.wait_for_epoch(root, 3, poll_seconds=0.05, log=lines.append, timeout=0.2)
 
 
 def test_an_epoch_without_features_is_refused(root):
     uri = data.epoch_uri(root, 1)
     storage.write_manifest(uri, "sample", rows_in=1, rows_out=1, rows_rejected=0, parameters={}, inputs=[],
-                           started=time.time(), epoch=1, feature_dim=None)
+                           started=time.time(), schema_version=epochs.SCHEMA_VERSION, epoch=1, feature_dim=None)
     with pytest.raises(Im2vecError, match="without features"):
-        data.wait_for_epoch(root, 1, poll_seconds=0.1)
+        reader.wait_for_epoch(root, 1, poll_seconds=0.1)
 
 
 def ndarray_codec(feature: np.ndarray) -> list[bytes]:
