@@ -68,9 +68,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--check", action="store_true",
                    help="report how well drawn negatives match neg_weight and the positives' skew")
 
-    p = sub.add_parser("schedule", help="keep `ahead` epochs sampled ahead of the trainer (long-running)")
+    p = sub.add_parser("schedule", help="keep `ahead` epochs sampled ahead of the fastest consumer (long-running); "
+                                        "with --submit each batch of epochs is its own Spark application")
     _common(p)
     p.add_argument("--once", action="store_true", help="bring epochs up to date once, then exit")
+    p.add_argument("--plan", action="store_true", help="print what one pass would do as JSON; change nothing")
+    p.add_argument("--delete-only", action="store_true",
+                   help="delete the epochs every live consumer has finished; sample nothing")
 
     p = sub.add_parser("train", help="train the projection on epochs/ (TensorFlow; waits for unsampled epochs)")
     _common(p)
@@ -90,8 +94,10 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.add_argument("--input", nargs="+", required=True, metavar="PATH_OR_GLOB")
 
-    p = sub.add_parser("status", help="show what each stage under a root produced")
+    p = sub.add_parser("status", help="show what each stage under a root produced, and the epochs' consumers")
     p.add_argument("--root", required=True)
+    p.add_argument("--config", help="YAML file of config keys (consumer_stale_seconds)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--json", action="store_true", help="print the manifests as JSON")
     p.add_argument("--verify", action="store_true",
                    help="check every finished dataset's files against its manifest; exit 1 if any is missing, "
@@ -191,7 +197,18 @@ def cmd_evaluate(args) -> int:
 def cmd_schedule(args) -> int:
     from jobs import schedule
 
-    schedule.run(_load_config(args), storage.to_uri(args.root), once=args.once)
+    config, root = _load_config(args), storage.to_uri(args.root)
+    if args.plan or args.delete_only:
+        planned = schedule.plan(config, root)
+        if args.delete_only:
+            schedule.delete_finished(root, planned)
+        else:
+            print(json.dumps(planned.as_json(), indent=2))
+        return 0
+    # With --submit the batches go to spark-submit with the user's own config arguments.
+    stage_args = ([] if args.config is None else ["--config", args.config]) + \
+        [a for o in args.overrides for a in ("--set", o)] + ([] if args.master is None else ["--master", args.master])
+    schedule.run(config, root, once=args.once, submit=args.submit, stage_args=stage_args)
     return 0
 
 
@@ -202,7 +219,8 @@ def cmd_run(args) -> int:
 
 def cmd_status(args) -> int:
     root = storage.to_uri(args.root)
-    print(status.status_json(root) if args.json else status.status_text(root))
+    stale = float(configuration.load(args.config, args.overrides)["consumer_stale_seconds"])
+    print(status.status_json(root, stale) if args.json else status.status_text(root, stale))
     if not args.verify:
         return 0
     text, ok = status.verify_text(root)
@@ -289,7 +307,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
     handler = HANDLERS.get(args.command, cmd_stage)
-    if getattr(args, "submit", None):
+    # schedule takes --submit itself: each batch of epochs is the sample stage through spark-submit.
+    if getattr(args, "submit", None) and args.command != "schedule":
         if args.command not in SPARK_STAGES:
             print(f"im2vec {args.command}: error: --submit runs one Spark stage ({', '.join(SPARK_STAGES)})",
                   file=sys.stderr)

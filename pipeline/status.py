@@ -8,8 +8,8 @@ import json
 
 import pyarrow.fs as pafs
 
-from pipeline import Im2vecError, datasets, storage
-from pipeline.datasets import epochs, model, reports
+from pipeline import Im2vecError, config as configuration, datasets, storage
+from pipeline.datasets import consumers, epochs, model, reports
 
 # Spark stages in pipeline order; `im2vec run` runs every one of them.
 STAGES = ["clean", "vocab", "wordvec", "features", "sample"]
@@ -91,11 +91,25 @@ def _summary_lines(root: str, manifests: dict[str, dict | None]) -> list[str]:
     return lines
 
 
-def status_text(root: str) -> str:
+def _stale_seconds(stale_seconds: float | None) -> float:
+    return float(configuration.defaults()["consumer_stale_seconds"] if stale_seconds is None else stale_seconds)
+
+
+def consumer_lines(root: str, stale_seconds: float | None = None) -> list[str]:
+    """One line per consumer of the epochs (ROOT/consumers/): its last finished epoch, step, last report, and
+    whether it is stale (silent for more than ``stale_seconds``, default the config's consumer_stale_seconds)."""
+    stale_seconds = _stale_seconds(stale_seconds)
+    return [f"consumer {c.name}: finished epoch {c.epoch}, step {c.step:,}, reported {c.age_seconds:,.0f}s ago "
+            f"({c.updated.isoformat(timespec='seconds')})"
+            + (f": STALE (silent over {stale_seconds:g}s), no longer holds epochs back" if c.stale(stale_seconds) else "")
+            for c in consumers.read_all(root)]
+
+
+def status_text(root: str, stale_seconds: float | None = None) -> str:
     """A table of every stage output under ``root``: complete (counts, time), partial or missing.
 
-    Then, where they exist: training progress, the index, the evaluation's scores, and any
-    ``_staging-*`` folder a crashed run left behind.
+    Then, where they exist: training progress, the index, the evaluation's scores, the consumers
+    of the epochs (:func:`consumer_lines`), and any ``_staging-*`` folder a crashed run left behind.
     """
     lines = [f"im2vec run at {root}", f"{'output':<20} {'state':<9} {'rows in':>12} {'rows out':>12} "
              f"{'rejected':>10} {'seconds':>8}  finished"]
@@ -110,14 +124,17 @@ def status_text(root: str) -> str:
         lines.append(f"{name:<20} {'complete':<9} {manifest['rows_in']:>12,} {manifest['rows_out']:>12,} "
                      f"{manifest['rows_rejected']:>10,} {manifest['seconds']:>8.1f}  {manifest['finished']}")
     lines += _summary_lines(root, manifests)
+    lines += consumer_lines(root, stale_seconds)
     lines += [f"stale staging folder from a crashed run: {uri} (safe to delete unless a stage is running now)"
               for uri in staging_folders(root)]
     return "\n".join(lines)
 
 
-def status_json(root: str) -> str:
-    """The manifests, the trainer's progress and the stale staging folders under ``root``, as JSON text."""
+def status_json(root: str, stale_seconds: float | None = None) -> str:
+    """The manifests, the trainer's progress, the consumers and the stale staging folders under ``root``, as JSON text."""
+    stale_seconds = _stale_seconds(stale_seconds)
     return json.dumps({**stage_manifests(root), "model/progress.json": model.read_progress(root) or None,
+                       "consumers": [c.as_json(stale_seconds) for c in consumers.read_all(root)],
                        "stale_staging": staging_folders(root)}, indent=2)
 
 

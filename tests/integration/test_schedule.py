@@ -1,24 +1,24 @@
-"""im2vec schedule: epochs kept ahead of the trainer, old ones deleted, a kill -9 survived."""
-import json
+"""im2vec schedule: epochs kept ahead of the consumers, old ones deleted, a kill -9 survived."""
 import os
 import shutil
 import signal
 import subprocess
 import sys
 import time
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 
 from jobs import sample, schedule
-from pipeline import storage
-from pipeline.datasets import epochs
+from pipeline import status, storage
+from pipeline.datasets import consumers, epochs
 from tests.integration.test_sample import make_config, read_epoch, write_inputs
 
 IM2VEC = str(Path(sys.executable).with_name("im2vec"))
 
 
 def set_progress(root: str, epoch: int) -> None:
-    storage.write_text(storage.join(root, "model", "progress.json"), json.dumps({"epoch": epoch, "step": 100 * epoch}))
+    consumers.report(root, "trainer", epoch, step=100 * epoch)
 
 
 def complete_epochs(root: str) -> list[int]:
@@ -34,7 +34,7 @@ def test_once_keeps_ahead_deletes_behind_and_remakes_partial_epochs(spark, root)
     (epochs_dir / "epoch=00002").mkdir()
     (epochs_dir / "epoch=00002" / "part-00000-junk.parquet").write_bytes(b"partial")
 
-    made = schedule.run(config, root, once=True)  # no progress.json yet: trainer at epoch 0
+    made = schedule.run(config, root, once=True)  # no consumer has reported yet: all at epoch 0
     assert [m["epoch"] for m in made] == [1, 2]
     assert complete_epochs(root) == [1, 2] and sorted(epochs.folders(root)) == [1, 2]
     assert not list(epochs_dir.glob("_staging-*")) and not list(epochs_dir.glob("epoch=00002/*junk*"))
@@ -49,14 +49,27 @@ def test_once_keeps_ahead_deletes_behind_and_remakes_partial_epochs(spark, root)
     assert epochs.folders(root) == {}
 
 
-def test_progress_reads_tolerate_missing_and_torn_files(root):
-    assert schedule.trainer_epoch(root) == 0
-    set_progress(root, 3)
-    assert schedule.trainer_epoch(root) == 3
-    storage.write_text(storage.join(root, "model", "progress.json"), '{"epo')
-    assert schedule.trainer_epoch(root, last_known=3) == 3
-    set_progress(root, 1)
-    assert schedule.trainer_epoch(root, last_known=3) == 3  # never backwards
+def test_two_consumers_at_different_speeds_and_one_going_stale(spark, root):
+    write_inputs(root, images=1500)
+    config = make_config(epochs=6, ahead=2, keep=0, partitions=2, consumer_stale_seconds=600)
+    consumers.report(root, "fast", 0)
+    consumers.report(root, "slow", 0)
+    assert [m["epoch"] for m in schedule.run(config, root, once=True)] == [1, 2]
+    consumers.report(root, "fast", 2)
+    # Sampled ahead of the faster; kept for the slower, which has finished nothing.
+    assert [m["epoch"] for m in schedule.run(config, root, once=True)] == [3, 4]
+    assert complete_epochs(root) == [1, 2, 3, 4]
+    consumers.report(root, "slow", 1)
+    assert schedule.run(config, root, once=True) == [] and complete_epochs(root) == [2, 3, 4]
+    # slow falls silent: stale after 600 s, it no longer holds epochs 2-4 back.
+    consumers.report(root, "slow", 1, now=datetime.now(timezone.utc) - timedelta(seconds=601))
+    consumers.report(root, "fast", 4)
+    assert [m["epoch"] for m in schedule.run(config, root, once=True)] == [5, 6]
+    assert sorted(epochs.folders(root)) == [5, 6]
+    text = status.status_text(root, stale_seconds=600)
+    assert "consumer fast: finished epoch 4" in text and "consumer slow: finished epoch 1" in text
+    assert [line for line in text.splitlines() if "STALE" in line] == [next(line for line in text.splitlines()
+                                                                           if line.startswith("consumer slow"))]
 
 
 def test_a_killed_schedule_restarts_and_ends_with_exactly_the_right_epochs(spark, tmp_path):
