@@ -8,8 +8,9 @@ real dump to every stage downstream:
   tags, mixed-case duplicates ("Dog", "dog") and the noise the cleaner drops (years, numbers,
   camera makers/models, meta tags like "flickr" or "iphoneography"). A power-law tail of
   ever new words makes the distinct tags grow with the rows as in the real dump (Heaps' law):
-  ~160k distinct at 1M rows, ~500k at 4M, ~6M at 100M, most of them used once (~65% at 1M,
-  ~80% at 100M), ~800k on at least 3 photos at 100M (simulated draws; see HEAD_RANKS);
+  158k distinct raw tags at 1M rows (66% used once; 41k on >= 3 photos by >= 2 users) and 403k
+  at 4M (74%; 72k) as measured, and from simulated draws ~6M at 100M (~80% used once, ~800k
+  on >= 3 photos; see HEAD_RANKS);
 * users: Zipf-distributed upload counts; a user's bulk uploads repeat one tag set (and one
   description), the leak the by-user split exists for; some users never tag (~40% of the
   photos are untagged), some geotag (~30% of the photos have coordinates);
@@ -25,7 +26,7 @@ and ``hash``. A malformed row is the same photo broken the same way in both layo
 
 Generation is vectorized over chunks of ``CHUNK_ROWS`` rows with numpy and pyarrow compute
 (strings are joined by Arrow, never row by row in Python, except the ~1% malformed rows), and
-streamed to the file: ~100k rows/s on an idle core (64M rows in ~11 min).
+streamed to the file: ~100k rows/s on a core at load ~5 (64M rows in ~11 min), a third of that at load 20.
 """
 from __future__ import annotations
 
