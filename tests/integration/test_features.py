@@ -303,7 +303,6 @@ def test_http_images_from_download_url(spark, tmp_path, bare_model):
                                rtol=2e-3, atol=2e-3)
 
 
-@pytest.mark.skipif("features" not in cli.STAGES, reason="`im2vec features` is not wired into the CLI yet")
 def test_cli_features_with_images_template(spark, local_run, tmp_path):
     root = str(tmp_path / "run")
     shutil.copytree(storage.filesystem(storage.join(local_run["root"], "clean"))[1], f"{root}/clean")
