@@ -29,7 +29,8 @@ is the baseline every ratio is taken against.
 
 Before a rung it prints the disk the rung needs (input + outputs + shuffle, from the bytes per
 row of the rung before, or an estimate) and refuses (exit 3) when the work folder's disk has
-less; each rung's data is deleted when it is done (--keep keeps it). Logs stay in WORK/logs.
+less. The input file is deleted once clean has read it, and each rung's data when the rung is done
+(--keep keeps both). Logs and results.json stay in WORK/logs; --report prints an earlier run's tables.
 Not a pytest module.
 """
 from __future__ import annotations
@@ -161,7 +162,7 @@ def run_rung(args, rows: int, work: Path, logs: Path) -> list[dict]:
     log = logs / f"rung-{label(rows)}.log"
     command = [sys.executable, __file__, "--child", str(rows), "--work", str(rung_dir),
                "--cores", str(args.cores), "--train-rows", str(args.train_rows), "--max-size", str(args.max_size),
-               "--seed", str(args.seed)]
+               "--seed", str(args.seed), *(["--keep"] if args.keep else [])]
     records, peak_disk = [], 0
     with open(log, "w") as err:
         child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=err, text=True, bufsize=1,
@@ -180,7 +181,7 @@ def run_rung(args, rows: int, work: Path, logs: Path) -> list[dict]:
                 continue
             time.sleep(SAMPLE_SECONDS)              # one more sample of the stage's end
             sampler.stage = None
-            peak_disk = max(peak_disk, folder_bytes(rung_dir))
+            peak_disk = max(peak_disk, folder_bytes(rung_dir), event.get("disk", 0))
             record = {**event, "rung": rows, "cores": args.cores, "cpu": tree_cpu_seconds(child.pid) - cpu_started, **{f"rss_{k}": v for k, v in sampler.peaks.get(event["stage"], {}).items()}}
             records.append(record)
             print(f"  {time.strftime('%H:%M:%S')} {label(rows)}: {format_record(record)}", flush=True)

@@ -182,7 +182,7 @@ def child_main(args) -> int:
         seconds = time.time() - started
         after = shuffle_totals(spark)
         extra = {key: manifest[key] for key in ("distinct_tags", "vocab_size") if key in manifest}
-        emit(event="end", stage=name, rows=rows_of(manifest), seconds=seconds,
+        emit(event="end", stage=name, rows=rows_of(manifest), seconds=seconds, disk=folder_bytes(work),
              shuffle_write=after[0] - before[0], shuffle_read=after[1] - before[1],
              output_bytes=folder_bytes(*(run / o for o in outputs)), **extra,
              note=", ".join(f"{k} {v:,}" for k, v in extra.items()))
@@ -190,6 +190,8 @@ def child_main(args) -> int:
 
     stage("clean", lambda: clean.run(spark, config, root, [str(metadata)]), ["clean", "rejects"],
           lambda m: m["rows_in"])
+    if not args.keep:
+        metadata.unlink()     # read by clean only: the rung's disk peak is then input + clean, not input + all
     vocab_manifest = stage("vocab", lambda: vocab.run(spark, config, root), ["vocab", "tagged", "zero_shot"],
                            lambda m: m["rows_in"])
     stage("sample", lambda: sample.run(spark, config, root, (1, 1)), ["epochs"], lambda m: m["rows_in"])
