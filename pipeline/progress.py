@@ -109,7 +109,8 @@ class Reporter(threading.Thread):
             reported = self.counts.stage(stage.stageId)
             if reported:
                 count, unit, rate = reported
-                parts.append(f"{count:,} {unit} done" + (f", {rate:,.1f} {unit}/s" if rate else ""))
+                shown = "" if not rate else f", {rate:,.1f} {unit}/s" if rate < 100 else f", {rate:,.0f} {unit}/s"
+                parts.append(f"{count:,} {unit} done{shown}")
                 expected = _expected.get("total") if _expected.get("unit") == unit else None
                 if expected and rate:
                     left = max(0.0, expected - count) / rate
