@@ -3,6 +3,8 @@
 Fast: the made-up run of test_evaluate.py (known answers) as the trained root, and as the other
 root the same images under another vocabulary: some of its tags in another order, some held-out
 concepts of the trained run (with word vectors: zero-shot), one without a vector.
+Slow: the shared small openclipart run (conftest.py) scored on 400 OpenMoji emoji made into a root
+by the real clean, vocab and features stages.
 """
 import json
 import shutil
@@ -17,6 +19,7 @@ import pytest
 from model import cross, evaluate
 from pipeline import Im2vecError, cli, storage
 from pipeline.datasets import cross as cross_data, reports
+from tests.integration.conftest import make_config, needs_openclipart
 from tests.integration.test_evaluate import HELD_OUT, NO_VECTOR, VOCAB, fast_config, make_run, manifest
 
 # 8 of the trained vocabulary's 11 tags, in another order, and 4 the trained vocabulary lacks.
@@ -100,3 +103,48 @@ def test_features_of_another_cnn_are_one_clear_error(roots, tmp_path):
         cross.run(fast_config(), trained, other)
     assert cli.main(["evaluate", "--root", trained, "--against", other]) == 2
     assert not (tmp_path / "trained" / "reports" / "cross-other" / "_manifest.json").exists()
+
+
+# --- tiny real roots -----------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def openmoji_root(spark, tmp_path_factory):
+    """400 OpenMoji emoji through clean, vocab (half the authors in the test split) and features."""
+    from jobs import clean, features, vocab
+    from pipeline import openmoji
+
+    if not (openmoji.DEFAULT_SOURCE / openmoji.CSV_PATH).is_file() or not shutil.which("rsvg-convert"):
+        pytest.skip("needs `make openmoji` and rsvg-convert (librsvg2-bin)")
+    base = tmp_path_factory.mktemp("openmoji")
+    openmoji.write_demo_data(str(base / "src"), limit=400)
+    root = "file://" + str(base / "openmoji")
+    config = make_config(images=f"file://{base}/src/images/{{photo_id}}.png", zero_shot_fraction=0.0,
+                         test_fraction=0.5, validation_fraction=0.1)
+    clean.run(spark, config, root, inputs=[str(base / "src" / "metadata.tsv")])
+    vocab.run(spark, config, root)
+    features.run(spark, config, root)
+    return root
+
+
+@pytest.mark.slow
+@needs_openclipart
+def test_openclipart_model_on_openmoji_test_images(trained, openmoji_root, tmp_path):
+    trained_root = "file://" + str(tmp_path / "trained")
+    shutil.copytree(storage.filesystem(trained["root"])[1], tmp_path / "trained")
+    manifest_ = cross.run(make_config(), trained_root, openmoji_root)
+    report, sizes = manifest_["report"], manifest_["report"]["sizes"]
+    test_split = pq.read_table(storage.filesystem(openmoji_root)[1] + "/tagged").to_pandas()
+    test_split = test_split[test_split["split"] == "test"]
+    assert sizes["test_split_images"] == len(test_split) > 0
+    assert sizes["test_images"] + sizes["without_features"] == len(test_split)
+    assert 0 < sizes["shared_tags"] <= min(sizes["trained_vocab_size"], sizes["other_vocab_size"])
+    assert set(report["shared_tags"]) <= set(pq.read_table(storage.filesystem(openmoji_root)[1] + "/vocab")
+                                              .column("tag").to_pylist())
+    for name in ("im2vec", "popularity", "knn"):
+        assert 0 < report[name]["tags"] <= sizes["shared_tags"]
+        assert 0.0 <= report[name]["p_at_5"] <= 1.0 and 0.0 <= report[name]["f1"] <= 1.0
+    assert report["popularity"]["n_plus"] <= 5
+    # The same CNN on both corpora: a model trained on clip art ranks emoji above chance for shared words.
+    assert report["im2vec"]["map"] > report["im2vec"]["map_random"]
+    assert report["zero_shot"]["run"] and report["zero_shot"]["other_only"] > 0
+    assert (tmp_path / "trained" / "reports" / "cross-openmoji" / "evaluation.md").read_text().startswith("## ")
