@@ -16,7 +16,7 @@ TEST_APT_PACKAGES := chromium chromium-driver
 OPENMOJI_VERSION := 17.0.0
 OPENMOJI_DIR := .cache/openmoji-$(OPENMOJI_VERSION)
 
-.PHONY: setup system-packages openmoji demo test test-fast clean-demo
+.PHONY: setup system-packages openmoji airflow-venv demo test test-fast clean-demo
 
 setup: system-packages $(BIN)/.installed
 
@@ -64,7 +64,12 @@ demo: setup
 	@echo "evaluation: $(DEMO_ROOT)/reports/evaluation.md; \`$(BIN)/im2vec status --root $(DEMO_ROOT)\` summarizes the run"
 	@echo "search it in a web page: $(BIN)/im2vec serve --root $(DEMO_ROOT)   then open http://127.0.0.1:8000/"
 
-test: setup openmoji
+# Airflow for the DAG's test (deploy/airflow/), in a virtualenv of its own under ~/.cache/im2vec so the
+# project's pins stay as they are; built once (~1-2 minutes), then reused. The test builds it too if missing.
+airflow-venv:
+	PYTHON=$(PYTHON) deploy/airflow/venv.sh >/dev/null
+
+test: setup openmoji airflow-venv
 	$(BIN)/pytest -q
 
 test-fast: setup openmoji
