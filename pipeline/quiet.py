@@ -9,8 +9,9 @@ STDERR". ``TF_CPP_MIN_LOG_LEVEL`` hides the first kind only: the oneDNN notice i
 * :func:`set_environment` sets ``TF_CPP_MIN_LOG_LEVEL=2`` (errors only) where the user has not
   set it; processes started later (Spark's JVM and its Python workers) inherit it;
 * :func:`filter_native_stderr` sends file descriptor 2 (what C++ code writes to) through a pipe
-  and drops TensorFlow's INFO lines and absl's notice on their way to the real stderr; Python's
-  own ``sys.stderr`` writes straight to the terminal, so tracebacks never wait on the filter.
+  and drops TensorFlow's INFO lines and absl's notice on their way to the real stderr (and Spark's
+  JVM's start-up notices, since the JVM inherits it); Python's own ``sys.stderr`` writes straight
+  to the terminal, so tracebacks never wait on the filter.
 
 Importing ``pipeline`` calls :func:`set_environment`, before anything imports TensorFlow, and in
 a Spark Python worker (they import ``pipeline`` to run a stage's tasks) also
@@ -30,7 +31,12 @@ ENVIRONMENT = {"TF_CPP_MIN_LOG_LEVEL": "2"}
 # TensorFlow's C++ INFO lines ("I0000 00:00:1796539764.713998   27206 port.cc:153] ..."), the line
 # continuing the CPU-instructions notice, and absl's notice about logging before its initialization.
 NOISE = re.compile(rb"^(I\d{4} \d\d:\d\d:\d+\.\d+ +\d+ [\w./-]+:\d+\] |To enable the following instructions: |"
-                   rb"WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR)")
+                   rb"WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR|"
+                   # Spark's JVM (a child of the command, so its stderr is ours) at start-up, every time:
+                   rb"Setting default log level to \"WARN\"\.|To adjust logging level use sc\.setLogLevel\(newLevel\)|"
+                   rb"\d\d/\d\d/\d\d \d\d:\d\d:\d\d WARN (NativeCodeLoader: Unable to load native-hadoop library|"
+                   rb"Utils: Your hostname, .* resolves to a loopback address|Utils: Set SPARK_LOCAL_IP if you need|"
+                   rb"Utils: Service 'SparkUI' could not bind on port))")
 
 _filtering = False
 

@@ -45,6 +45,13 @@ def test_noise_pattern():
     assert quiet.NOISE.match(b"To enable the following instructions: AVX2 FMA, in other operations, rebuild ...")
     assert not quiet.NOISE.match(b"E0000 00:00:1796539764.713998   27206 cuda.cc:1] failed to initialize")
     assert not quiet.NOISE.match(b"Traceback (most recent call last):")
+    for line in (b'Setting default log level to "WARN".',
+                 b"To adjust logging level use sc.setLogLevel(newLevel). For SparkR, use setLogLevel(newLevel).",
+                 b"26/12/06 07:16:20 WARN NativeCodeLoader: Unable to load native-hadoop library for your platform...",
+                 b"26/12/06 07:16:07 WARN Utils: Your hostname, vm resolves to a loopback address: 127.0.0.1; using x",
+                 b"26/12/06 07:16:40 WARN Utils: Service 'SparkUI' could not bind on port 4040. Attempting port 4041."):
+        assert quiet.NOISE.match(line), line
+    assert not quiet.NOISE.match(b"26/12/06 07:16:40 WARN TaskSetManager: Lost task 0.0 in stage 1.0")
 
 
 def test_environment_is_set_unless_verbose(monkeypatch):
