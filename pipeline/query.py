@@ -247,8 +247,8 @@ def photo_tags(root: str, photo_ids) -> dict[int, list[str]]:
     """
     root = storage.to_uri(root)
     photo_ids = list(photo_ids)
-    if not photo_ids or clean.DATASET.manifest(root) is None:
+    if not photo_ids or not storage.exists(clean.DATASET.uri(root)):
         return {}
-    table = clean.photo_rows(root, photo_ids, ["photo_id", "tags"])
+    table = clean.photo_rows(root, photo_ids, ["photo_id", "tags"], finished=False)
     return {int(p): list(t or []) for p, t in zip(table.column("photo_id").to_pylist(), table.column("tags").to_pylist())}
 

@@ -63,11 +63,15 @@ class Dataset:
         read a dataset still being written, such as the model while training runs)."""
         return self.require(root) if self.manifest(root) is not None else None
 
-    def arrow(self, root: str):
-        """The folder as a pyarrow Parquet dataset, after :meth:`require` (hidden files are not read)."""
+    def arrow(self, root: str, finished: bool = True):
+        """The folder as a pyarrow Parquet dataset (hidden files are not read), after :meth:`require`;
+        with ``finished=False`` also a folder without a manifest (:meth:`check_if_finished`)."""
         import pyarrow.dataset as ds
 
-        self.require(root)
+        if finished:
+            self.require(root)
+        else:
+            self.check_if_finished(root)
         fs, path = storage.filesystem(self.uri(root))
         return ds.dataset(path, filesystem=fs, format="parquet")
 

@@ -20,11 +20,11 @@ def read(spark, root: str):
     return DATASET.spark(spark, root)
 
 
-def photo_rows(root: str, photo_ids, columns: list[str]) -> pa.Table:
+def photo_rows(root: str, photo_ids, columns: list[str], finished: bool = True) -> pa.Table:
     """The clean rows of the given photos (``columns``, photo_id among them), in file order.
 
     Scans clean/ with a filter: fine for a page of results or an index's photos, not for a
-    corpus-wide join (use :func:`read`).
+    corpus-wide join (use :func:`read`). ``finished=False`` reads a clean/ without a manifest too.
     """
     asked = pa.array(np.asarray(list(photo_ids), dtype=np.int64))
-    return DATASET.arrow(root).to_table(columns=columns, filter=pc.field("photo_id").isin(asked))
+    return DATASET.arrow(root, finished).to_table(columns=columns, filter=pc.field("photo_id").isin(asked))
