@@ -51,10 +51,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 STAGES = ["synth", "parse", "clean", "vocab", "sample", "train"]
 EVENT = "LADDER "                 # prefix of the child's event lines on stdout
-# Disk a rung needs per input row before one has been measured: input ~500 B, clean ~220 B,
-# shuffle spill and tagged/epoch ~250 B (measured at 1M rows), with room to spare.
-BYTES_PER_ROW_GUESS = 1400
-SAFETY = 1.3                      # margin on a measured bytes-per-row figure
+# Disk a rung needs per input row before one has been measured. The peak is at the end of clean:
+# input 463 B + clean 160 B per row (measured at 1M and 4M rows), then the input is deleted; later
+# stages add ~40 B per row (tagged, one epoch, shuffle files) and a fixed ~250 MB (the train epoch).
+BYTES_PER_ROW_GUESS = 700
+SAFETY = 1.1                      # margin on a measured bytes-per-row figure (100M rows: ~68 GB)
 SAMPLE_SECONDS = 0.2
 
 
@@ -261,18 +262,20 @@ def summary(results: dict[int, list[dict]]) -> None:
                          f"({rb.get('rss_driver', 0) / max(ra.get('rss_driver', 1), 1):.2f}x)")
         print(f"{stage:<8}" + "".join(cells))
     top, below = rungs[-1], rungs[-2]
-    print(f"\nprojected to 100M rows from the {label(top)} rung, wall time x (100M / {label(top)}) ** max(1, CPU-time "
-          f"exponent {label(below)}->{label(top)}); N cores assumes the stage scales with cores (bench_scale: 1.97x "
-          "for clean from 1 to 2 workers):")
+    cores = args_cores(results)
+    print(f"\nprojected to 100M rows from the {label(top)} rung: time x (100M / {label(top)}) ** max(1, CPU-time exponent "
+          f"{label(below)}->{label(top)}); 'idle' = the rung's CPU seconds spread over the cores (what an otherwise "
+          "idle machine would take if the stage kept every core busy); N cores assumes the stage scales with cores "
+          "(bench_scale: clean 1.97x from 1 to 2 workers)")
     for stage in ("clean", "vocab", "sample"):
         ra, rb = by[below].get(stage), by[top].get(stage)
         if not ra or not rb:
             continue
         measured = exponent(ra, rb, "rows", "cpu")      # CPU time: what a shared machine skews least
         e = max(1.0, measured if measured == measured else exponent(ra, rb, "rows"))
-        seconds = rb["seconds"] * (100e6 / top) ** e
-        print(f"  {stage:<7} exponent {e:.2f}: {seconds / 60:7.1f} min on {args_cores(results)} cores, "
-              f"{seconds * args_cores(results) / 64 / 60:6.1f} min on 64")
+        wall, idle = (rb[key] * (100e6 / top) ** e / 60 for key in ("seconds", "cpu"))
+        print(f"  {stage:<7} exponent {e:.2f}: {wall:7.1f} min wall as measured on {cores} cores; idle: "
+              f"{idle / cores:6.1f} min on {cores} cores, {idle / 64:5.1f} min on 64")
     base = rungs[0]
     print(f"\nrows/s against the first rung ({label(base)}, the baseline; 1.0 = linear time):")
     for stage in STAGES:
