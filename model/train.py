@@ -102,7 +102,7 @@ from pipeline.datasets import consumers
 # Config keys the trainer reads (documented in pipeline/defaults.yaml, "# --- train ---").
 KEYS = ("epochs", "seed", "sampling", "positives", "negatives", "hidden_sizes", "loss", "batch_size", "learning_rate",
         "tag_learning_rate", "tag_bias_strength", "shuffle_buffer", "reader_workers", "checkpoint_steps",
-        "validation_images", "train_poll_seconds", "model_dir", "consumer")
+        "validation_images", "validation_user_cap", "train_poll_seconds", "model_dir", "consumer")
 LOG_STEPS = 100           # train loss to TensorBoard every this many steps
 KEEP_CHECKPOINTS = 3      # the CheckpointManager keeps the newest few
 VALIDATION_BATCH = 4096   # images per forward pass while validating
@@ -129,6 +129,7 @@ def parameters(config: dict) -> dict:
             "tag_bias_strength": float(config["tag_bias_strength"]),
             "shuffle_buffer": int(config["shuffle_buffer"]), "reader_workers": int(config["reader_workers"]),
             "checkpoint_steps": int(config["checkpoint_steps"]), "validation_images": int(config["validation_images"]),
+            "validation_user_cap": int(config["validation_user_cap"]),
             "train_poll_seconds": float(config["train_poll_seconds"]), "model_dir": str(config["model_dir"] or ""),
             "consumer": str(config["consumer"] or ""),
         }
@@ -141,9 +142,9 @@ def parameters(config: dict) -> dict:
         raise Im2vecError("epochs, batch_size, reader_workers, checkpoint_steps, validation_images and "
                           "hidden_sizes must be at least 1")
     if params["learning_rate"] <= 0 or params["tag_learning_rate"] < 0 or params["shuffle_buffer"] < 0 \
-            or params["train_poll_seconds"] <= 0:
-        raise Im2vecError("learning_rate and train_poll_seconds must be > 0; tag_learning_rate and "
-                          "shuffle_buffer >= 0")
+            or params["train_poll_seconds"] <= 0 or params["validation_user_cap"] < 0:
+        raise Im2vecError("learning_rate and train_poll_seconds must be > 0; tag_learning_rate, "
+                          "shuffle_buffer and validation_user_cap >= 0")
     if not 0 <= params["tag_bias_strength"] <= 1:
         raise Im2vecError(f"tag_bias_strength must be in [0, 1], got {params['tag_bias_strength']}")
     if params["consumer"]:
@@ -459,7 +460,8 @@ def read_inputs(root: str, params: dict) -> Inputs:
     bias = tag_bias(vocab.column("neg_weight").to_numpy(), vocab.column("pos_weight").to_numpy(),
                     params["tag_bias_strength"])
     validation = data.validation_set(root, vocab, limit=params["validation_images"], seed=params["seed"],
-                                     positives=params["positives"], negatives=params["negatives"])
+                                     positives=params["positives"], negatives=params["negatives"],
+                                     user_cap=params["validation_user_cap"])
     if len(validation["photo_id"]) == 0:
         raise Im2vecError(f"no validation image has both tags and features under {root}: check the "
                           "validation split (validation_fraction) and the features stage")

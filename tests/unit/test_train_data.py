@@ -161,7 +161,7 @@ def test_validation_set_and_train_counts(root):
                                 "tag": [f"t{i}" for i in range(vocab_size)], "images": np.arange(vocab_size) + 1,
                                 "neg_weight": np.ones(vocab_size), "pos_weight": np.ones(vocab_size)})),
             ("tagged", pa.table({"photo_id": pa.array([10, 11, 12, 13, 14, 15], pa.int64()),
-                                 "user_id": ["u"] * 6,
+                                 "user_id": ["u", "u", "v", "u", "u", "u"],
                                  "split": ["train", "validation", "validation", "validation", "train", "validation"],
                                  "tag_ids": pa.array([[0, 1], [2, 5], [], [3], [1], list(range(vocab_size))],
                                                      pa.list_(pa.int32()))})),
@@ -184,3 +184,21 @@ def test_validation_set_and_train_counts(root):
         assert own == ({2, 5} if photo == 11 else {3})
         assert set(valid["pos_ids"][i].tolist()) <= own and not set(valid["neg_ids"][i].tolist()) & own
     assert len(data.validation_set(root, vocab, limit=1, seed=1, positives=P, negatives=K)["photo_id"]) == 1
+    # user u has 11 and 13 usable: a cap of one image per user keeps one of them
+    capped = data.validation_set(root, vocab, limit=10, seed=1, positives=P, negatives=K, user_cap=1)
+    assert len(capped["photo_id"]) == 1 and capped["photo_id"][0] in (11, 13)
+
+
+def test_cap_per_user_keeps_at_most_cap_images_of_each_user_the_same_ones_every_time():
+    photo_id = np.arange(100, 130, dtype=np.int64)
+    user_id = np.array(["bulk"] * 20 + ["a"] * 3 + ["b"] * 7, dtype=object)
+    kept = data.cap_per_user(photo_id, user_id, 5, seed=13)
+    users, counts = np.unique(user_id[kept], return_counts=True)
+    assert dict(zip(users.tolist(), counts.tolist())) == {"a": 3, "b": 5, "bulk": 5}
+    assert kept.tolist() == sorted(kept.tolist())
+    # a pure function of (seed, photo ids): any input order keeps the same photos
+    shuffled = np.random.default_rng(0).permutation(len(photo_id))
+    again = data.cap_per_user(photo_id[shuffled], user_id[shuffled], 5, seed=13)
+    assert sorted(photo_id[shuffled][again].tolist()) == sorted(photo_id[kept].tolist())
+    assert sorted(photo_id[data.cap_per_user(photo_id, user_id, 5, seed=14)].tolist()) != \
+        sorted(photo_id[kept].tolist())
