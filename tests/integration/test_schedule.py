@@ -72,6 +72,21 @@ def test_two_consumers_at_different_speeds_and_one_going_stale(spark, root):
                                                                            if line.startswith("consumer slow"))]
 
 
+def test_with_submit_each_batch_is_a_spark_application_of_its_own(root, monkeypatch):
+    write_inputs(root, images=800)
+    monkeypatch.setenv("IM2VEC_LOCAL_MASTER", "local[2]")
+    monkeypatch.setenv("SPARK_DRIVER_MEMORY", "1g")
+    consumers.report(root, "trainer", 0)
+    settings = ["--set", "partitions=2", "--set", "spark.ui.enabled=false"]
+    made = schedule.run(make_config(epochs=3, ahead=2, keep=0), root, once=True, submit="local", stage_args=settings)
+    assert [m["epoch"] for m in made] == [1, 2] and complete_epochs(root) == [1, 2]
+    # One `im2vec sample --epochs 1-2` application made both (its summary manifest lists them).
+    assert [e["epoch"] for e in storage.read_manifest(storage.join(root, "epochs"))["epochs"]] == [1, 2]
+    consumers.report(root, "trainer", 2)
+    made = schedule.run(make_config(epochs=3, ahead=2, keep=0), root, once=True, submit="local", stage_args=settings)
+    assert [m["epoch"] for m in made] == [3] and sorted(epochs.folders(root)) == [3]
+
+
 def test_a_killed_schedule_restarts_and_ends_with_exactly_the_right_epochs(spark, tmp_path):
     root = "file://" + str(tmp_path / "run")
     write_inputs(root, images=10000)
