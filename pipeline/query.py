@@ -13,11 +13,10 @@ Reads (ROOT = the run root URI):
 
 Scores. A vocabulary tag t scores an image f as ``g(f)·v_t + tag_bias_t``, exactly as the trainer
 validates (model.train.validate, model.projection.tag_bias): the offset undoes the sampler's
-weighting so tags rank by how likely each is on the image. Any other word w scores
-``g(f)·v_w`` with its pretrained vector from words.kv. The two are comparable because (1) the
-tag table starts in (and, frozen, stays in) the words.kv space, so g maps images into the
-space of every word; and (2) tag_bias is centred on 0 over the vocabulary, so a word outside it
-gets the offset of a typical tag. Searching ranks images for one query by cosine
+weighting so tags rank by how likely each is on the image. With any_word, other words of
+words.kv compete through a mixture probability (:func:`rank_tags`): scored by ``g(f)·v_w``, rare
+keys such as "shoh" (twice the typical GloVe norm) outranked every tag on photos far from the
+training images. Searching ranks images for one query by cosine
 ``g(f)/|g(f)| · q/|q|``; ranking images for one word needs no offset.
 """
 from __future__ import annotations
@@ -37,8 +36,13 @@ from pipeline.datasets import clean, features as features_data, index as index_d
 # GloVe's keys include punctuation and numbers ("," ".", "1998"), which are not tags.
 WORD_PATTERN = re.compile(r"^[^\W\d_]+(?:[-'][^\W\d_]+)*$")
 # ... and only the most frequent ones (pretrained files list words by frequency): the rarer are mostly
-# names and misspellings whose vectors are noisy and, on the openclipart demo, outscore every real word.
-ANY_WORD_LIMIT = 100_000
+# names and misspellings with noisy vectors.
+ANY_WORD_LIMIT = 30_000
+# any_word: the share of the ranking's probability given to words outside the vocabulary, and how
+# sharply they are told apart (softmax temperature over cosines); see rank_tags.
+ANY_WORD_SHARE = 0.5
+WORD_TEMPERATURE = 0.05
+CONSE_CLASSES = 10   # classes of the CNN's own classifier whose names make an image's ConSE vector
 
 
 @dataclass
@@ -52,6 +56,8 @@ class Model:
         tags: tag_id -> tag.
         words: ROOT/wordvec/words.kv (vectors for any word), or None when the run has none.
         model_sha256: sha256 of projection.keras, to tell whether an index was made with this model.
+        cnn: the CNN the features were made with (the config value ``cnn`` of features/), whose own
+            classifier gives the ConSE vectors (:func:`conse_vectors`).
     """
     projection: object
     tag_vectors: np.ndarray
@@ -59,7 +65,9 @@ class Model:
     tags: list[str]
     words: object | None = None
     model_sha256: str = ""
+    cnn: str = "mobilenet_v2"
     _tag_ids: dict = field(default_factory=dict, repr=False)
+    _classes: tuple | None = field(default=None, repr=False)
     _word_candidates: np.ndarray | None = field(default=None, repr=False)
 
     def tag_id(self, tag: str) -> int | None:
@@ -80,6 +88,27 @@ class Model:
             self._word_candidates = np.array([i for i, key in enumerate(keys)
                                               if key not in vocabulary and WORD_PATTERN.match(key)], np.int64)
         return self._word_candidates
+
+    def classes(self) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """The CNN's classifier and its classes' word vectors: ``(weight float32[C, D], bias float32[C],
+        class_vectors float32[C, d])``, or None when the CNN has no classifier or the run no words.kv.
+
+        A class name's vector is the mean of its words' vectors in words.kv (zero when it has none).
+        """
+        if self._classes is None:
+            from pipeline import cnn
+
+            found = cnn.classifier(self.cnn) if self.words is not None else None
+            self._classes = (None,) if found is None else (found[0], found[1], self._name_vectors(found[2]))
+        return None if self._classes[0] is None else self._classes
+
+    def _name_vectors(self, names: list[str]) -> np.ndarray:
+        vectors = np.zeros((len(names), self.words.vector_size), np.float32)
+        for i, name in enumerate(names):
+            found = [self.words[w] for w in re.split(r"[\s\-']+", name.lower()) if w in self.words.key_to_index]
+            if found:
+                vectors[i] = np.mean(found, axis=0)
+        return vectors
 
 
 @dataclass
@@ -117,7 +146,8 @@ def load_model(root: str) -> Model:
         raise Im2vecError(f"{wordvec.DATASET.uri(root)}/words.kv has vectors of size {words.vector_size}, "
                           f"the model {tag_vectors.shape[1]}")
     return Model(projection=model_data.load_projection(data), tag_vectors=tag_vectors, tag_bias=tag_bias, tags=tags,
-                 words=words, model_sha256=hashlib.sha256(data).hexdigest())
+                 words=words, model_sha256=hashlib.sha256(data).hexdigest(),
+                 cnn=str(features_data.made_with(root).get("cnn") or "mobilenet_v2"))
 
 
 def load_index(root: str) -> Index:
@@ -144,40 +174,92 @@ def normalize_rows(vectors: np.ndarray) -> np.ndarray:
     return vectors / np.maximum(norms, 1e-12)
 
 
-def rank_tags(model: Model, embeddings: np.ndarray, k: int = 5, any_word: bool = False
-              ) -> list[list[tuple[str, float]]]:
+def softmax(scores: np.ndarray) -> np.ndarray:
+    """Row-wise softmax of float[N, C]: float64[N, C], rows summing to 1."""
+    scores = np.asarray(scores, dtype=np.float64)
+    exp = np.exp(scores - scores.max(axis=1, keepdims=True))
+    return exp / exp.sum(axis=1, keepdims=True)
+
+
+def conse_vectors(model: Model, features: np.ndarray) -> np.ndarray | None:
+    """ConSE (Norouzi et al. 2014): each image's CONSE_CLASSES likeliest classes by the CNN's own
+    classifier (ImageNet's, for MobileNetV2), their names' word vectors averaged by probability.
+
+    Args:
+        features: float32[N, D], the images' CNN features (as ROOT/features/ holds them).
+
+    Returns:
+        float32[N, d], unit rows; None when the CNN has no classifier for these features
+        (:meth:`Model.classes`) or the run has no word vectors.
+    """
+    classes = model.classes()
+    features = np.asarray(features, dtype=np.float32)
+    if classes is None or features.ndim != 2 or features.shape[1] != classes[0].shape[1]:
+        return None
+    weight, bias, class_vectors = classes
+    probs = softmax(features @ weight.T + bias)
+    best = np.argsort(-probs, axis=1)[:, :CONSE_CLASSES]
+    shares = np.take_along_axis(probs, best, 1)
+    return normalize_rows(np.einsum("nk,nkd->nd", shares, class_vectors[best]))
+
+
+def rank_tags(model: Model, embeddings: np.ndarray, k: int = 5, any_word: bool = False,
+              features: np.ndarray | None = None) -> list[list[tuple[str, float]]]:
     """The k best tags for each image, best first.
 
     Args:
         model: from :func:`load_model`.
         embeddings: float32[N, d], raw g(f) (:func:`embed`; not normalized: the scores are the trainer's).
         k: tags per image.
-        any_word: rank every word of words.kv too (zero-shot), not only the vocabulary.
+        any_word: rank the ANY_WORD_LIMIT most frequent words of words.kv too (zero-shot), not only the vocabulary.
+        features: float32[N, D] the images' CNN features, for any_word's ConSE vectors (else g(f) stands in).
 
     Returns:
-        N lists of k ``(tag, score)``. A vocabulary tag scores ``g(f)·v_t + tag_bias_t``; with
-        any_word another word w scores ``g(f)·v_w`` (see the module docstring for why the two compare).
+        N lists of k ``(tag, score)``. A vocabulary tag scores ``g(f)·v_t + tag_bias_t``. With any_word
+        every candidate scores a probability from a mixture: (1 - ANY_WORD_SHARE) x the softmax over
+        the vocabulary of those tag scores, plus ANY_WORD_SHARE x a softmax over the other words of
+        their cosine with the image's ConSE vector (:func:`conse_vectors`) / WORD_TEMPERATURE. g(f)
+        never saw those words, and off the training images (a photo among clip art) its raw dot
+        products with 30k-400k word vectors are ruled by vector norms ("shoh"'s is twice the typical)
+        and chance; the ImageNet classifier has seen photos of dogs and coffee cups.
     """
     from model import metrics
 
     embeddings = np.asarray(embeddings, dtype=np.float32)
+    if any_word:
+        return _rank_any_word(model, embeddings, k, features)
     top = metrics.top_k_tags(embeddings, model.tag_vectors, k, model.tag_bias)
     scores = np.einsum("nd,nkd->nk", embeddings, model.tag_vectors[top]) + model.tag_bias[top]
     names = np.asarray(model.tags, dtype=object)[top]
-    if any_word:
-        if model.words is None:
-            raise Im2vecError("this run has no word vectors (ROOT/wordvec/words.kv): --any-word needs a "
-                              "pretrained word-vector file (wordvec_source: pretrained or both)")
-        candidates = model.word_candidates()
-        word_vectors = np.asarray(model.words.vectors[candidates], dtype=np.float32)
-        word_top = metrics.top_k_tags(embeddings, word_vectors, k)
-        word_scores = np.einsum("nd,nkd->nk", embeddings, word_vectors[word_top])
-        keys = np.asarray(model.words.index_to_key, dtype=object)
-        scores = np.concatenate([scores, word_scores], axis=1)
-        names = np.concatenate([names, keys[candidates[word_top]]], axis=1)
-        order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
-        scores, names = np.take_along_axis(scores, order, 1), np.take_along_axis(names, order, 1)
     return [[(str(t), float(s)) for t, s in zip(row_names, row_scores)] for row_names, row_scores in zip(names, scores)]
+
+
+def _rank_any_word(model: Model, embeddings: np.ndarray, k: int, features: np.ndarray | None
+                   ) -> list[list[tuple[str, float]]]:
+    """rank_tags with any_word: vocabulary tags and other words by one mixture probability (see there)."""
+    from model import metrics
+
+    if model.words is None:
+        raise Im2vecError("this run has no word vectors (ROOT/wordvec/words.kv): --any-word needs a "
+                          "pretrained word-vector file (wordvec_source: pretrained or both)")
+    candidates = model.word_candidates()
+    word_vectors = normalize_rows(model.words.vectors[candidates])
+    keys = np.asarray(model.words.index_to_key, dtype=object)
+    every_name = np.concatenate([np.asarray(model.tags, dtype=object), keys[candidates]])
+    # Candidates scored at once per block of images: [rows, V + W'] float64 stays around 128 MiB.
+    rows = max(1, metrics.SCORE_BLOCK // max(len(every_name), 1))
+    ranked = []
+    for start in range(0, len(embeddings), rows):
+        block = embeddings[start:start + rows]
+        queries = conse_vectors(model, features[start:start + rows]) if features is not None else None
+        queries = normalize_rows(block) if queries is None else queries
+        probability = np.concatenate([
+            (1 - ANY_WORD_SHARE) * softmax(block @ model.tag_vectors.T + model.tag_bias),
+            ANY_WORD_SHARE * softmax(queries @ word_vectors.T / WORD_TEMPERATURE)], axis=1)
+        top = metrics.top_k_of_scores(probability, k)
+        ranked += [[(str(t), float(s)) for t, s in zip(row_names, row_scores)]
+                   for row_names, row_scores in zip(every_name[top], np.take_along_axis(probability, top, 1))]
+    return ranked
 
 
 def normalize_text(text: str) -> str:

@@ -135,4 +135,5 @@ def rank_tags_of(model: query.Model, features: list[np.ndarray], k: int, any_wor
     """:func:`pipeline.query.rank_tags` of float32[D] CNN features (none: an empty list)."""
     if not features:
         return []
-    return query.rank_tags(model, query.embed(model, np.stack(features)), k, any_word)
+    stacked = np.stack(features)
+    return query.rank_tags(model, query.embed(model, stacked), k, any_word, features=stacked)

@@ -95,6 +95,22 @@ def test_imagenet_class_names_agree_with_well_known_indices():
     assert imagenet_classes("tabby", "tiger cat", "Egyptian cat") == {281, 282, 285}
 
 
+def test_the_default_backbones_classifier_is_the_checkpoints_with_the_class_names(state):
+    weight, bias, names = cnn.classifier("mobilenet_v2")
+    np.testing.assert_array_equal(weight, state["classifier.1.weight"])
+    np.testing.assert_array_equal(bias, state["classifier.1.bias"])
+    assert weight.shape == (cnn.NUM_CLASSES, cnn.FEATURE_DIM) and len(names) == cnn.NUM_CLASSES
+    assert (names[22], names[281]) == ("bald eagle", "tabby")
+    assert cnn.classifier("keras:ResNet50") is None and cnn.classifier("savedmodel:/x") is None
+
+
+@needs_darknet
+def test_the_class_names_file_is_darknets_in_torch_order():
+    _, _, names = cnn.classifier("mobilenet_v2")
+    for name in ("bald eagle", "malamute", "tiger cat", "espresso"):
+        assert imagenet_classes(name) == {names.index(name)}
+
+
 @needs_darknet
 def test_imagenet_results_on_real_photos(model):
     p = probabilities(model, [read("dog.jpg"), read("eagle.jpg"), chelsea_png()])

@@ -89,7 +89,8 @@ def test_rank_tags_uses_the_trainers_scores(run_root, model):
 
 
 def test_any_word_ranks_pretrained_words_outside_the_vocabulary(run_root, model):
-    # An image whose g(f) is the word "puppy" itself: puppy (not a tag, bias 0) must be among its tags.
+    # An image whose g(f) is the word "puppy" itself (no CNN features given: g(f) stands in for the
+    # ConSE vector): puppy, not a tag, must be among its tags.
     puppy = run_root["word_vectors"]["puppy"] * 10
     ranked = query.rank_tags(model, puppy[None, :], k=len(TAGS) + 3, any_word=True)[0]
     names = [tag for tag, _ in ranked]
@@ -97,7 +98,48 @@ def test_any_word_ranks_pretrained_words_outside_the_vocabulary(run_root, model)
     assert "," not in names and "1998" not in names      # not words
     assert "new_york" not in names and names.count("cat") == 1   # vocabulary tags are scored once, as tags
     assert [s for _, s in ranked] == sorted((s for _, s in ranked), reverse=True)
-    assert dict(ranked)["puppy"] == pytest.approx(float(puppy @ run_root["word_vectors"]["puppy"]), rel=1e-5)
+    # scores are the mixture's probabilities: words share ANY_WORD_SHARE, tags the rest
+    words = model.word_candidates()
+    vectors = query.normalize_rows(model.words.vectors[words])
+    share = query.softmax((query.normalize_rows(puppy[None, :]) @ vectors.T) / query.WORD_TEMPERATURE)[0]
+    puppy_row = list(words).index(model.words.key_to_index["puppy"])
+    assert dict(ranked)["puppy"] == pytest.approx(query.ANY_WORD_SHARE * share[puppy_row], rel=1e-5)
+    assert sum(s for _, s in ranked) <= 1 + 1e-6
+
+
+def test_any_word_scores_do_not_grow_with_a_words_vector_length(run_root, model):
+    # "shoh"'s GloVe vector is twice the typical norm: scored by dot product it beat every tag on any
+    # image. Words are now scored by cosine: a longer vector changes nothing.
+    import copy
+    import dataclasses
+
+    image = (run_root["word_vectors"]["red"] + run_root["tag_vectors"][0])[None, :] * 3
+    before = query.rank_tags(model, image, k=len(TAGS) + 3, any_word=True)[0]
+    words = copy.deepcopy(model.words)
+    words.vectors = np.array(words.vectors)
+    words.vectors[words.key_to_index["red"]] *= 2
+    longer = dataclasses.replace(model, words=words, _word_candidates=None)
+    after = query.rank_tags(longer, image, k=len(TAGS) + 3, any_word=True)[0]
+    assert [t for t, _ in after] == [t for t, _ in before]
+    assert np.allclose([s for _, s in after], [s for _, s in before], rtol=1e-5)
+
+
+def test_conse_vectors_need_features_of_a_cnn_with_a_classifier(model):
+    import dataclasses
+
+    assert query.conse_vectors(model, np.zeros((2, 7), np.float32)) is None     # not the CNN's feature size
+    other = dataclasses.replace(model, cnn="keras:ResNet50", _classes=None)     # no classifier of its own
+    assert query.conse_vectors(other, np.zeros((2, 1280), np.float32)) is None
+
+
+def test_conse_vectors_average_the_likeliest_class_names(model):
+    weight, bias, class_vectors = model.classes()
+    # a feature that makes class 0 by far the likeliest: its ConSE vector is class 0's name vector
+    feature = (weight[0] / np.linalg.norm(weight[0]) ** 2 * 100)[None, :]
+    vector = query.conse_vectors(model, feature)
+    assert vector.shape == (1, model.tag_vectors.shape[1])
+    if np.linalg.norm(class_vectors[0]) > 0:
+        np.testing.assert_allclose(vector[0], query.normalize_rows(class_vectors[:1])[0], atol=1e-3)
 
 
 def test_word_vector_prefers_the_tag_table_then_words_then_the_mean(run_root, model):
