@@ -18,8 +18,9 @@ The test set: the test-split images of tagged/ that have features; when there ar
 ``evaluation_images``, those with the smallest hash of (seed, photo_id), the same on every run.
 An image's true tags are its vocabulary tags (tagged/).
 
-Methods: ``im2vec``, the trained model, ranks tags by g(f)·v_t + tag_bias_t as ``im2vec tag`` ranks
-them (pipeline.query) and images for a tag by cosine(g(f), v_t); ``popularity``, ``knn`` and
+Methods: ``im2vec``, the trained model, ranks tags as ``im2vec tag`` ranks them
+(pipeline.query.tag_probabilities: g(f)·v_t + tag_bias_t mixed with the CNN's ConSE prior) and
+images for a tag by cosine(g(f), v_t); ``popularity``, ``knn`` and
 ``zero_shot`` are in model/baselines.py (zero_shot's ground truth: the test images' clean/ tags among
 the held-out tags). Metrics at k = 5 (model/metrics.py): per-tag precision, recall, F1 and N+ (the
 JEC/TagProp/FastTag protocol), per-image P@5 and R@5, and the mean average precision of word
@@ -263,7 +264,7 @@ def evaluate(inputs: Inputs, params: dict, root: str) -> tuple[dict, dict]:
 
     started = time.perf_counter()
     embeddings = query.embed(model, test["feature"])
-    top = metrics.top_k_tags(embeddings, model.tag_vectors, metrics.CURVE_K, model.tag_bias)
+    top, _ = query.top_tags(model, embeddings, metrics.CURVE_K, test["feature"])
     im2vec_seconds = time.perf_counter() - started
     report = {"im2vec": {**metrics.summary(top, *truth, baselines.cosine_scores(embeddings, model.tag_vectors)),
                          "ms_per_image": 1000 * im2vec_seconds / n}}

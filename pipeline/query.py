@@ -43,6 +43,11 @@ ANY_WORD_LIMIT = 30_000
 ANY_WORD_SHARE = 0.5
 WORD_TEMPERATURE = 0.05
 CONSE_CLASSES = 10   # classes of the CNN's own classifier whose names make an image's ConSE vector
+# Tagging an image whose CNN features are at hand: the share of the tag probability that comes from
+# the ConSE prior (tag_probabilities), and the prior's softmax temperature over cosines. Chosen on the
+# demo's validation split (per-tag F1, 3 seeds, capped per user; the research notes of issue 13).
+CONSE_WEIGHT = 0.4
+CONSE_TEMPERATURE = 0.1
 
 
 @dataclass
@@ -203,6 +208,47 @@ def conse_vectors(model: Model, features: np.ndarray) -> np.ndarray | None:
     return normalize_rows(np.einsum("nk,nkd->nd", shares, class_vectors[best]))
 
 
+def tag_probabilities(model: Model, embeddings: np.ndarray, features: np.ndarray | None = None) -> np.ndarray:
+    """How likely each vocabulary tag is on each image: float64[N, V], rows summing to 1.
+
+    The softmax over the vocabulary of ``g(f)·v_t + tag_bias_t`` (the trainer's ranking), mixed with a
+    ConSE prior when the images' CNN features are given (and the CNN has a classifier,
+    :func:`conse_vectors`): CONSE_WEIGHT x the softmax of cosine(ConSE vector, v_t) / CONSE_TEMPERATURE.
+    The prior knows what the CNN's ImageNet classifier sees in the image (1.2M photos), where g
+    learned from the run's tagged images only.
+    """
+    embeddings = np.asarray(embeddings, dtype=np.float32)
+    probability = softmax(embeddings @ model.tag_vectors.T + model.tag_bias)
+    conse = conse_vectors(model, features) if features is not None else None
+    if conse is None:
+        return probability
+    prior = softmax(conse @ normalize_rows(model.tag_vectors).T / CONSE_TEMPERATURE)
+    return (1 - CONSE_WEIGHT) * probability + CONSE_WEIGHT * prior
+
+
+def top_tags(model: Model, embeddings: np.ndarray, k: int, features: np.ndarray | None = None
+             ) -> tuple[np.ndarray, np.ndarray]:
+    """The k likeliest vocabulary tags of each image by :func:`tag_probabilities`, best first.
+
+    Returns:
+        ``(tag_ids int32[N, k], probability float64[N, k])``, computed a block of images at a time
+        (memory stays bounded for any V).
+    """
+    from model import metrics
+
+    embeddings = np.asarray(embeddings, dtype=np.float32)
+    rows = max(1, metrics.SCORE_BLOCK // max(len(model.tags), 1))
+    top = np.zeros((len(embeddings), min(k, len(model.tags))), np.int32)
+    scores = np.zeros(top.shape, np.float64)
+    for start in range(0, len(embeddings), rows):
+        stop = start + rows
+        block_features = None if features is None else features[start:stop]
+        probability = tag_probabilities(model, embeddings[start:stop], block_features)
+        top[start:stop] = metrics.top_k_of_scores(probability, k)
+        scores[start:stop] = np.take_along_axis(probability, top[start:stop], 1)
+    return top, scores
+
+
 def rank_tags(model: Model, embeddings: np.ndarray, k: int = 5, any_word: bool = False,
               features: np.ndarray | None = None) -> list[list[tuple[str, float]]]:
     """The k best tags for each image, best first.
@@ -212,10 +258,13 @@ def rank_tags(model: Model, embeddings: np.ndarray, k: int = 5, any_word: bool =
         embeddings: float32[N, d], raw g(f) (:func:`embed`; not normalized: the scores are the trainer's).
         k: tags per image.
         any_word: rank the ANY_WORD_LIMIT most frequent words of words.kv too (zero-shot), not only the vocabulary.
-        features: float32[N, D] the images' CNN features, for any_word's ConSE vectors (else g(f) stands in).
+        features: float32[N, D] the images' CNN features, for the ConSE prior and any_word's ConSE vectors
+            (without them, g(f) stands in for the ConSE vector).
 
     Returns:
-        N lists of k ``(tag, score)``. A vocabulary tag scores ``g(f)·v_t + tag_bias_t``. With any_word
+        N lists of k ``(tag, score)``. A vocabulary tag scores ``g(f)·v_t + tag_bias_t``, or with
+        features its probability from :func:`tag_probabilities` (the same ranking mixed with a ConSE
+        prior). With any_word
         every candidate scores a probability from a mixture: (1 - ANY_WORD_SHARE) x the softmax over
         the vocabulary of those tag scores, plus ANY_WORD_SHARE x a softmax over the other words of
         their cosine with the image's ConSE vector (:func:`conse_vectors`) / WORD_TEMPERATURE. g(f)
@@ -228,6 +277,11 @@ def rank_tags(model: Model, embeddings: np.ndarray, k: int = 5, any_word: bool =
     embeddings = np.asarray(embeddings, dtype=np.float32)
     if any_word:
         return _rank_any_word(model, embeddings, k, features)
+    if features is not None:
+        top, scores = top_tags(model, embeddings, k, features)
+        names = np.asarray(model.tags, dtype=object)[top]
+        return [[(str(t), float(s)) for t, s in zip(row_names, row_scores)]
+                for row_names, row_scores in zip(names, scores)]
     top = metrics.top_k_tags(embeddings, model.tag_vectors, k, model.tag_bias)
     scores = np.einsum("nd,nkd->nk", embeddings, model.tag_vectors[top]) + model.tag_bias[top]
     names = np.asarray(model.tags, dtype=object)[top]
@@ -251,10 +305,11 @@ def _rank_any_word(model: Model, embeddings: np.ndarray, k: int, features: np.nd
     ranked = []
     for start in range(0, len(embeddings), rows):
         block = embeddings[start:start + rows]
-        queries = conse_vectors(model, features[start:start + rows]) if features is not None else None
+        block_features = features[start:start + rows] if features is not None else None
+        queries = conse_vectors(model, block_features) if features is not None else None
         queries = normalize_rows(block) if queries is None else queries
         probability = np.concatenate([
-            (1 - ANY_WORD_SHARE) * softmax(block @ model.tag_vectors.T + model.tag_bias),
+            (1 - ANY_WORD_SHARE) * tag_probabilities(model, block, block_features),
             ANY_WORD_SHARE * softmax(queries @ word_vectors.T / WORD_TEMPERATURE)], axis=1)
         top = metrics.top_k_of_scores(probability, k)
         ranked += [[(str(t), float(s)) for t, s in zip(row_names, row_scores)]

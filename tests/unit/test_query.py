@@ -187,3 +187,33 @@ def test_index_embeddings_round_trip_through_float16_bytes(tmp_path):
     index = query.load_index("file://" + str(tmp_path))
     assert index.photo_ids.tolist() == list(range(7))
     assert np.allclose(index.embeddings, embeddings, atol=1e-3)
+
+
+def test_tag_probabilities_mix_the_tag_softmax_with_the_conse_prior(run_root, model):
+    embeddings = run_root["tag_vectors"][[0, 1]] * 3
+    plain = query.tag_probabilities(model, embeddings)
+    scores = embeddings @ model.tag_vectors.T + model.tag_bias
+    np.testing.assert_allclose(plain, query.softmax(scores), rtol=1e-6)
+    features = np.random.default_rng(0).random((2, 1280)).astype(np.float32)   # the default CNN's size
+    mixed = query.tag_probabilities(model, embeddings, features)
+    np.testing.assert_allclose(mixed.sum(axis=1), 1, rtol=1e-6)
+    prior = (mixed - (1 - query.CONSE_WEIGHT) * plain) / query.CONSE_WEIGHT
+    assert np.all(prior >= -1e-9) and np.allclose(prior.sum(axis=1), 1)
+    # rank_tags with features answers these probabilities, best first
+    ranked = query.rank_tags(model, embeddings, k=3, features=features)
+    for row, answer in zip(mixed, ranked):
+        best = np.argsort(-row, kind="stable")[:3]
+        assert [t for t, _ in answer] == [TAGS[i] for i in best]
+        np.testing.assert_allclose([s for _, s in answer], row[best], rtol=1e-6)
+
+
+def test_top_tags_in_blocks_equal_one_pass(run_root, model, monkeypatch):
+    from model import metrics
+
+    embeddings = query.embed(model, run_root["features"])
+    features = np.random.default_rng(1).random((len(embeddings), 1280)).astype(np.float32)
+    whole = query.top_tags(model, embeddings, 2, features)
+    monkeypatch.setattr(metrics, "SCORE_BLOCK", 3 * len(TAGS))    # three images per block
+    blocked = query.top_tags(model, embeddings, 2, features)
+    np.testing.assert_array_equal(whole[0], blocked[0])
+    np.testing.assert_allclose(whole[1], blocked[1])
