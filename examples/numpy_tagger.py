@@ -39,7 +39,8 @@ def train(root: str, epochs: int, consumer: str, learning_rate: float, poll_seco
                 grad /= grad.sum(axis=1, keepdims=True)
                 grad[:, 0] -= 1                                  # softmax cross-entropy, target = column 0
                 step = -learning_rate * grad             # summed over the batch: rows rarely share a tag
-                scatter_add(weights, ids.ravel(), (step[..., None] * features[:, None, :]).reshape(-1, features.shape[1]))
+                rows = (step[..., None] * features[:, None, :]).reshape(-1, features.shape[1])   # [n·(1+K), D]
+                scatter_add(weights, ids.ravel(), rows)
                 scatter_add(bias, ids.ravel(), step.ravel())
     return weights, bias
 

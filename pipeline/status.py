@@ -101,7 +101,8 @@ def consumer_lines(root: str, stale_seconds: float | None = None) -> list[str]:
     stale_seconds = _stale_seconds(stale_seconds)
     return [f"consumer {c.name}: finished epoch {c.epoch}, step {c.step:,}, reported {c.age_seconds:,.0f}s ago "
             f"({c.updated.isoformat(timespec='seconds')})"
-            + (f": STALE (silent over {stale_seconds:g}s), no longer holds epochs back" if c.stale(stale_seconds) else "")
+            + (f": STALE (silent over {stale_seconds:g}s), no longer holds epochs back"
+               if c.stale(stale_seconds) else "")
             for c in consumers.read_all(root)]
 
 
@@ -131,7 +132,7 @@ def status_text(root: str, stale_seconds: float | None = None) -> str:
 
 
 def status_json(root: str, stale_seconds: float | None = None) -> str:
-    """The manifests, the trainer's progress, the consumers and the stale staging folders under ``root``, as JSON text."""
+    """The manifests, the trainer's progress, the consumers and the stale staging folders under ``root``, as JSON."""
     stale_seconds = _stale_seconds(stale_seconds)
     return json.dumps({**stage_manifests(root), "model/progress.json": model.read_progress(root) or None,
                        "consumers": [c.as_json(stale_seconds) for c in consumers.read_all(root)],

@@ -38,7 +38,8 @@ from airflow.providers.standard.operators.bash import BashOperator
 from airflow.sdk import Param, PokeReturnValue, dag, task
 
 PARAMS = {
-    "root": Param(os.environ.get("IM2VEC_ROOT", ""), type="string", description="run root URI (file://, hdfs://, s3a://)"),
+    "root": Param(os.environ.get("IM2VEC_ROOT", ""), type="string",
+                  description="run root URI (file://, hdfs://, s3a://)"),
     "profile": Param(os.environ.get("IM2VEC_PROFILE", "local"), type="string",
                      description="spark-submit profile: a name in deploy/profiles/ or a .conf path"),
     "config": Param(os.environ.get("IM2VEC_CONFIG", ""), type="string",

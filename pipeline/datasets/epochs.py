@@ -106,6 +106,7 @@ def check(manifest: dict, folder_uri: str) -> None:
     if version != SCHEMA_VERSION:
         match = FOLDER.search(folder_uri.rstrip("/"))
         epoch = int(match.group(1)) if match else "E"
-        raise Im2vecError(f"{folder_uri} has epoch schema version {'none (an older im2vec)' if version is None else version}"
-                          f"; this im2vec reads version {SCHEMA_VERSION}: sample it again "
-                          f"(`im2vec sample --epochs {epoch}-{epoch}`) or read it with the im2vec that wrote it")
+        found = "none (an older im2vec)" if version is None else version
+        raise Im2vecError(f"{folder_uri} has epoch schema version {found}; this im2vec reads version {SCHEMA_VERSION}: "
+                          f"sample it again (`im2vec sample --epochs {epoch}-{epoch}`) or read it with the im2vec "
+                          "that wrote it")
