@@ -280,9 +280,10 @@ def validation_set(root: str, vocab: pa.Table, *, limit: int, seed: int, positiv
     Reads ROOT/tagged/ (split == "validation") and ROOT/features/ (Petastorm: photo_id, feature as
     NdarrayCodec bytes). Keeps images with 1..V-1 tags and a feature, at most ``user_cap`` per user
     (:func:`cap_per_user`; 0 = no cap); when there are more than ``limit``, the ``limit`` with the
-    smallest hash of (seed, photo_id), so the set is the same on every run. Positives and negatives are drawn as the sample stage draws them (same weights, same
-    code), from a stream no training epoch uses (epoch 0), so the validation loss is the training
-    objective on unseen images and is comparable between epochs.
+    smallest hash of (seed, photo_id), so the set is the same on every run. Positives and negatives
+    are drawn as the sample stage draws them (same weights, same code), from a stream no training
+    epoch uses (epoch 0), so the validation loss is the training objective on unseen images and is
+    comparable between epochs.
 
     Returns:
         dict of numpy arrays: ``photo_id`` int64[N], ``feature`` float16[N, D], ``offsets``
