@@ -13,18 +13,20 @@ Reads (ROOT = the run root URI):
     ROOT/wordvec/vectors/        the starting tag table, row = tag_id
     ROOT/vocab/ tagged/ features/  the validation set (validation split), checked after every epoch
 Writes:
-    ROOT/model/progress.json     {"epoch": last finished, "step", "val_loss", "val_p_at_5", "val_r_at_5",
-                                 "val_f1", "train_loss", "popularity_p_at_5", "popularity_r_at_5",
-                                 "popularity_f1", "history": [...]}; replaced atomically at every checkpoint
+    ROOT/model/progress.json     {"epoch": last finished, "best_epoch": the one exported, "step", "val_loss",
+                                 "val_p_at_5", "val_r_at_5", "val_f1", "train_loss", "popularity_p_at_5",
+                                 "popularity_r_at_5", "popularity_f1", "history": [...]}; replaced atomically at every checkpoint
     ROOT/consumers/NAME.json     the trainer's progress as the consumer ``consumer`` (pipeline.datasets.consumers):
                                  at every checkpoint and while waiting for an epoch; the scheduler reads it
     ROOT/model/projection.keras  g as a Keras model: float32[N, D] features -> float32[N, d] tag space
+                                 (this and the two below: the best epoch's by validation per-tag F1)
     ROOT/model/tag_vectors.npy   float32[V, d], the tag table used in training (row = tag_id)
     ROOT/model/tag_bias.npy      float32[V]: add to g(f)·v_t to rank tags for an image (projection.tag_bias)
-    ROOT/reports/train.png       train/validation loss and P@5/R@5 per epoch, popularity baseline dashed
+    ROOT/reports/train.png       train/validation loss and P@5/R@5/per-tag F1 per epoch, popularity baseline
+                                 dashed, the exported epoch marked
     MODEL_DIR/checkpoints/       tf.train.CheckpointManager, every checkpoint_steps steps and at each epoch end
     MODEL_DIR/logs/              TensorBoard (loss every LOG_STEPS steps; validation every epoch)
-    ROOT/model/_manifest.json    last, once every epoch through ``epochs`` is trained
+    ROOT/model/_manifest.json    last, once every epoch through ``epochs`` is trained (or training stopped early)
 MODEL_DIR is ROOT/model for a file:// root, else the local (or shared) folder ``model_dir``:
 TensorFlow writes checkpoints and logs to local file systems only.
 
@@ -54,6 +56,13 @@ that lift to undo. It logs per-image P@5/R@5 and per-tag F1 at 5 (model.metrics.
 Why the defaults are what they are (the settings tried, with their figures): docs/experiments.md.
 In short, judge a run by val_f1, not val_loss: with the ranking and softmax losses the validation
 loss drifts up after a few epochs while per-tag F1 still improves.
+
+Model selection: validation holds at most ``validation_user_cap`` images per user (one bulk
+uploader held ~850 of the demo's 1,031 validation images). The outputs (projection.keras,
+tag_vectors.npy, tag_bias.npy) are the best epoch's by validation per-tag F1, not the last one's,
+and training stops once ``patience`` epochs in a row have not beaten it (0 = train every epoch);
+progress.json and the manifest name ``best_epoch``, and reports/train.png marks it. Every worker
+validates, so that all of them stop at the same epoch.
 
 Resuming: a killed trainer is started again with the same command. It restores the last
 checkpoint (weights, optimizer slots, table, step and last finished epoch) and goes on with the
@@ -102,7 +111,7 @@ from pipeline.datasets import consumers
 # Config keys the trainer reads (documented in pipeline/defaults.yaml, "# --- train ---").
 KEYS = ("epochs", "seed", "sampling", "positives", "negatives", "hidden_sizes", "loss", "batch_size", "learning_rate",
         "tag_learning_rate", "tag_bias_strength", "shuffle_buffer", "reader_workers", "checkpoint_steps",
-        "validation_images", "validation_user_cap", "train_poll_seconds", "model_dir", "consumer")
+        "validation_images", "validation_user_cap", "patience", "train_poll_seconds", "model_dir", "consumer")
 LOG_STEPS = 100           # train loss to TensorBoard every this many steps
 KEEP_CHECKPOINTS = 3      # the CheckpointManager keeps the newest few
 VALIDATION_BATCH = 4096   # images per forward pass while validating
@@ -129,7 +138,7 @@ def parameters(config: dict) -> dict:
             "tag_bias_strength": float(config["tag_bias_strength"]),
             "shuffle_buffer": int(config["shuffle_buffer"]), "reader_workers": int(config["reader_workers"]),
             "checkpoint_steps": int(config["checkpoint_steps"]), "validation_images": int(config["validation_images"]),
-            "validation_user_cap": int(config["validation_user_cap"]),
+            "validation_user_cap": int(config["validation_user_cap"]), "patience": int(config["patience"]),
             "train_poll_seconds": float(config["train_poll_seconds"]), "model_dir": str(config["model_dir"] or ""),
             "consumer": str(config["consumer"] or ""),
         }
@@ -142,9 +151,9 @@ def parameters(config: dict) -> dict:
         raise Im2vecError("epochs, batch_size, reader_workers, checkpoint_steps, validation_images and "
                           "hidden_sizes must be at least 1")
     if params["learning_rate"] <= 0 or params["tag_learning_rate"] < 0 or params["shuffle_buffer"] < 0 \
-            or params["train_poll_seconds"] <= 0 or params["validation_user_cap"] < 0:
+            or params["train_poll_seconds"] <= 0 or params["validation_user_cap"] < 0 or params["patience"] < 0:
         raise Im2vecError("learning_rate and train_poll_seconds must be > 0; tag_learning_rate, "
-                          "shuffle_buffer and validation_user_cap >= 0")
+                          "shuffle_buffer, validation_user_cap and patience >= 0")
     if not 0 <= params["tag_bias_strength"] <= 1:
         raise Im2vecError(f"tag_bias_strength must be in [0, 1], got {params['tag_bias_strength']}")
     if params["consumer"]:
@@ -346,11 +355,14 @@ def plot_history(history: list[dict]) -> bytes:
     losses.plot(epochs, [h["val_loss"] for h in history], "o-", label="validation")
     losses.set(xlabel="epoch", ylabel="loss per image", title="loss")
     for key, label, color in (("p_at_5", "P@5", "C0"), ("r_at_5", "R@5", "C1"), ("f1", "per-tag F1", "C2")):
-        if key not in history[-1]:
+        if f"val_{key}" not in history[-1]:
             continue     # a history from before per-tag F1 was logged
         ranks.plot(epochs, [h.get(f"val_{key}", float("nan")) for h in history], "o-", color=color, label=label)
         ranks.axhline(history[-1][f"popularity_{key}"], color=color, linestyle="--",
                       label=f"{label} popularity baseline")
+    best = best_epoch(history)
+    if best.get("val_f1") is not None:
+        ranks.axvline(best["epoch"], color="grey", linestyle=":", label=f"best (exported): epoch {best['epoch']}")
     ranks.set(xlabel="epoch", title="validation")
     for axes in (losses, ranks):
         axes.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -361,8 +373,24 @@ def plot_history(history: list[dict]) -> bytes:
     return buffer.getvalue()
 
 
+def best_epoch(history: list[dict]) -> dict:
+    """The history entry with the highest validation per-tag F1 (the earliest of equals); {} if none."""
+    scored = [h for h in history if h.get("val_f1") is not None]
+    return max(scored, key=lambda h: (h["val_f1"], -h["epoch"])) if scored else {}
+
+
+def patience_spent(history: list[dict], patience: int) -> bool:
+    """Whether the last ``patience`` epochs of the history have not beaten the best one (never when patience is 0)."""
+    best = best_epoch(history)
+    return bool(patience and best and history[-1]["epoch"] - best["epoch"] >= patience)
+
+
 def write_outputs(root: str, projection, tag_vectors: np.ndarray, tag_bias: np.ndarray, history: list[dict]) -> None:
-    """projection.keras, tag_vectors.npy, tag_bias.npy and reports/train.png under ROOT, each replaced atomically."""
+    """reports/train.png, and projection.keras, tag_vectors.npy, tag_bias.npy (unless projection is None)
+    under ROOT, each replaced atomically."""
+    storage.write_bytes(storage.join(root, "reports", "train.png"), plot_history(history))
+    if projection is None:
+        return
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "projection.keras")
         projection.save(path)
@@ -372,7 +400,6 @@ def write_outputs(root: str, projection, tag_vectors: np.ndarray, tag_bias: np.n
         buffer = io.BytesIO()
         np.save(buffer, values)
         storage.write_bytes(storage.join(root, "model", f"{name}.npy"), buffer.getvalue())
-    storage.write_bytes(storage.join(root, "reports", "train.png"), plot_history(history))
 
 
 def last_figures(history: list[dict]) -> dict:
@@ -522,7 +549,8 @@ def save(setup: Setup, state: State, inputs: Inputs, epoch_done: int) -> None:
     state.epoch_var.assign(epoch_done)
     state.manager.save(checkpoint_number=state.step)
     if setup.chief:
-        progress = {"epoch": epoch_done, "step": state.step, **last_figures(state.history), **inputs.popularity,
+        progress = {"epoch": epoch_done, "step": state.step, "best_epoch": best_epoch(state.history).get("epoch"),
+                    **last_figures(state.history), **inputs.popularity,
                     "history": state.history, "updated": datetime.now(timezone.utc).isoformat(timespec="seconds")}
         storage.write_text(storage.join(setup.root, "model", "progress.json"), json.dumps(progress, indent=2) + "\n")
         if setup.params["consumer"]:
@@ -597,24 +625,31 @@ def train_epoch(setup: Setup, state: State, inputs: Inputs, epoch: int, manifest
 
 def end_epoch(setup: Setup, state: State, inputs: Inputs, epoch: int, rows: int, seconds: float,
               losses: list) -> None:
-    """Validate, log, write the outputs (the chief), and checkpoint with the epoch finished (every worker)."""
+    """Validate (every worker), log and write the outputs (the chief), and checkpoint with the epoch finished.
+
+    The model files are written only when the epoch beats every earlier one's validation per-tag F1.
+    """
     import tensorflow as tf
 
     train_loss = float(tf.add_n(losses)) / len(losses) if losses else float("nan")
+    # Every worker validates (a second at most): the early-stopping decision must be the same on all.
+    scores = validate(state.projection, state.table.vectors.numpy(), inputs.bias, inputs.validation,
+                      setup.params["loss"])
+    improved = scores["val_f1"] > best_epoch(state.history).get("val_f1", -1.0)
+    state.history.append({"epoch": epoch, "step": state.step, "train_loss": train_loss, **scores,
+                          **inputs.popularity, "examples_per_second": rows / max(seconds, 1e-9)})
     if setup.chief:
-        scores = validate(state.projection, state.table.vectors.numpy(), inputs.bias, inputs.validation,
-                          setup.params["loss"])
-        state.history.append({"epoch": epoch, "step": state.step, "train_loss": train_loss, **scores,
-                              **inputs.popularity, "examples_per_second": rows / max(seconds, 1e-9)})
         with state.writer.as_default():
             for name, value in {"train/epoch_loss": train_loss,
                                 **{f"validation/{k[4:]}": v for k, v in scores.items()}}.items():
                 scalar(name, value, state.step)
         state.writer.flush()
-        write_outputs(setup.root, state.projection, state.table.vectors.numpy(), inputs.bias, state.history)
+        write_outputs(setup.root, state.projection if improved else None, state.table.vectors.numpy(), inputs.bias,
+                      state.history)
         log(f"epoch {epoch}: {rows:,} rows in {seconds:.1f}s ({rows / max(seconds, 1e-9):,.0f} examples/s), "
             f"step {state.step}, loss {train_loss:.4f}, validation loss {scores['val_loss']:.4f} "
-            f"P@5 {scores['val_p_at_5']:.4f} R@5 {scores['val_r_at_5']:.4f} per-tag F1 {scores['val_f1']:.4f}")
+            f"P@5 {scores['val_p_at_5']:.4f} R@5 {scores['val_r_at_5']:.4f} per-tag F1 {scores['val_f1']:.4f}"
+            + (" (best so far: exported)" if improved else f" (best: epoch {best_epoch(state.history)['epoch']})"))
     save(setup, state, inputs, epoch)
 
 
@@ -629,13 +664,15 @@ def finish(setup: Setup, state: State, inputs: Inputs, trained: dict, epochs: ra
     final, initial = state.table.vectors.numpy(), inputs.initial
     cosine = float(np.mean(np.sum(final * initial, 1) / np.maximum(
         np.linalg.norm(final, axis=1) * np.linalg.norm(initial, axis=1), 1e-12)))
-    summary = {"epoch": int(state.epoch_var), "step": state.step, **last_figures(state.history), **inputs.popularity,
+    best = best_epoch(state.history)
+    summary = {"epoch": int(state.epoch_var), "step": state.step, "best_epoch": best.get("epoch"),
+               **last_figures([best]), **inputs.popularity,
                "examples_per_second": trained["rows"] / trained["seconds"] if trained["seconds"] else None,
                "tag_cosine_to_initial": cosine, "workers": setup.workers, "model_dir": setup.model_dir}
     if not setup.chief:
         return summary
     read = [storage.join(setup.root, name) for name in ("wordvec", "vocab", "tagged", "features")] + \
-        [data.epoch_uri(setup.root, e) for e in epochs]
+        [data.epoch_uri(setup.root, e) for e in epochs if e <= int(state.epoch_var)]
     return storage.write_manifest(storage.join(setup.root, "model"), "train", rows_in=trained["rows"],
                                   rows_out=trained["rows"], rows_rejected=0, parameters=setup.params, inputs=read,
                                   started=started, **summary)
@@ -644,16 +681,18 @@ def finish(setup: Setup, state: State, inputs: Inputs, trained: dict, epochs: ra
 # --- the loop ----------------------------------------------------------------------------------
 
 def run(config: dict, root: str) -> dict:
-    """Train until epoch ``epochs`` is finished, resuming from the last checkpoint if there is one.
+    """Train until epoch ``epochs`` is finished or ``patience`` epochs in a row have not beaten the best one,
+    resuming from the last checkpoint if there is one.
 
     Args:
         config: the run configuration (:data:`KEYS`); root: the run root URI.
 
     Returns:
         The manifest written to ROOT/model/_manifest.json: rows_in = rows_out = training rows read
-        by this run (every row is one example; rows_rejected = 0), ``epoch``, ``step``, the last
-        validation metrics, the popularity baseline, ``examples_per_second`` and
-        ``tag_cosine_to_initial``. Non-chief workers return the same fields without writing it.
+        by this run (every row is one example; rows_rejected = 0), ``epoch`` (the last trained),
+        ``best_epoch`` (the one exported), ``step``, the best epoch's validation metrics, the popularity
+        baseline, ``examples_per_second`` and ``tag_cosine_to_initial``. Non-chief workers return the
+        same fields without writing it.
     """
     started = time.time()
     setup = start(config, root)
@@ -663,6 +702,12 @@ def run(config: dict, root: str) -> dict:
     trained = {"rows": 0, "seconds": 0.0}
     consumer = setup.params["consumer"] if setup.chief else ""   # the chief reports for every worker
     for epoch in epochs:
+        if patience_spent(state.history, setup.params["patience"]):
+            best = best_epoch(state.history)
+            log(f"early stop before epoch {epoch}: validation per-tag F1 has not improved for "
+                f"{setup.params['patience']} epochs; the model exported is epoch {best['epoch']}'s "
+                f"(per-tag F1 {best['val_f1']:.4f})")
+            break
         manifest = reader.wait_for_epoch(setup.root, epoch, consumer=consumer or None,
                                          poll_seconds=setup.params["train_poll_seconds"], log=log)
         if manifest["feature_dim"] != inputs.feature_dim:

@@ -21,7 +21,8 @@ IMAGES = 1500
 EPOCHS = 6
 SETTINGS = {"master": "local[2]", "spark.ui.enabled": "false", "seed": 24, "validation_fraction": 0.25,
             "test_fraction": 0.2, "zero_shot_fraction": 0.1, "wordvec_workers": 1, "row_group_mb": 1,
-            "partitions": 2, "batch_size": 64, "checkpoint_steps": 1000, "train_poll_seconds": 0.2}
+            "partitions": 2, "batch_size": 64, "checkpoint_steps": 1000, "train_poll_seconds": 0.2,
+            "patience": 0}
 needs_openclipart = pytest.mark.skipif(not Path(openclipart.CORPUS_ROOT, "png").is_dir(),
                                        reason="apt-get install openclipart-svg openclipart-png")
 

@@ -100,6 +100,30 @@ def test_a_frozen_table_is_the_wordvec_table_and_still_learns(run_root):
     assert manifest["val_f1"] > 2 * manifest["popularity_f1"], progress(run_root)["history"]
 
 
+def test_early_stopping_exports_the_best_epoch_not_the_last(run_root, monkeypatch):
+    f1_by_epoch = [0.10, 0.30, 0.20, 0.25, 0.05, 0.40]
+    tables = []
+    validate = train.validate
+
+    def scripted(projection, tag_vectors, tag_bias, validation, loss_name):
+        tables.append(tag_vectors.copy())
+        return {**validate(projection, tag_vectors, tag_bias, validation, loss_name),
+                "val_f1": f1_by_epoch[len(tables) - 1]}
+
+    monkeypatch.setattr(train, "validate", scripted)
+    manifest = train.run(make_config(epochs=EPOCHS, patience=2), run_root)
+    # epoch 2 is best; epochs 3 and 4 do not beat it, so training stops after epoch 4
+    assert [h["epoch"] for h in progress(run_root)["history"]] == [1, 2, 3, 4]
+    assert manifest["epoch"] == 4 and manifest["best_epoch"] == 2 and manifest["val_f1"] == 0.30
+    assert progress(run_root)["best_epoch"] == 2
+    saved = np.load(Path(storage.filesystem(run_root)[1]) / "model" / "tag_vectors.npy")
+    np.testing.assert_array_equal(saved, tables[1])
+    assert not np.array_equal(saved, tables[3])
+    # started again, it does not train on: patience is already spent
+    assert train.run(make_config(epochs=EPOCHS, patience=2), run_root)["epoch"] == 4
+    assert len(tables) == 4
+
+
 def test_a_second_run_resumes_where_the_first_stopped(trained):
     root, first, after_first = trained["root"], trained["first"], trained["after_first"]
     per_epoch = steps_per_epoch(root)

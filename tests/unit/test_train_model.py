@@ -251,3 +251,25 @@ def test_keep_freed_memory_has_glibc_keep_large_blocks_on_its_heap():
         pytest.skip("not glibc >= 2.33")
     assert run("default") == ["True", "False"]     # the control: mapped fresh, handed back on free
     assert run("keep") == ["False", "True"]
+
+
+def test_best_epoch_is_the_highest_validation_f1_and_the_earliest_of_equals():
+    history = [{"epoch": 1, "val_f1": 0.1}, {"epoch": 2, "val_f1": 0.3}, {"epoch": 3, "val_f1": 0.3},
+               {"epoch": 4, "val_f1": 0.2}]
+    assert train.best_epoch(history)["epoch"] == 2
+    assert train.best_epoch([]) == {}
+    assert not train.patience_spent(history, 3) and train.patience_spent(history, 2)
+    assert not train.patience_spent(history, 0) and not train.patience_spent([], 2)
+
+
+def test_train_png_draws_the_validation_curves(monkeypatch):
+    from matplotlib.axes import Axes
+
+    drawn = []
+    plot = Axes.plot
+    monkeypatch.setattr(Axes, "plot", lambda self, *args, **kw: drawn.append(kw.get("label")) or plot(self, *args, **kw))
+    history = [{"epoch": e, "train_loss": 1.0 / e, "val_loss": 2.0, "val_p_at_5": 0.1 * e, "val_r_at_5": 0.2,
+                "val_f1": 0.05 * e, "popularity_p_at_5": 0.1, "popularity_r_at_5": 0.1, "popularity_f1": 0.01}
+               for e in (1, 2, 3)]
+    assert train.plot_history(history)[:8] == b"\x89PNG\r\n\x1a\n"
+    assert {"P@5", "R@5", "per-tag F1"} <= set(drawn)
