@@ -173,7 +173,7 @@ def test_parameters_refuse_a_tag_bias_strength_outside_0_to_1():
     from pipeline import Im2vecError, config as configuration
 
     config = configuration.load()
-    assert train.parameters(config)["tag_bias_strength"] == 0.5
+    assert train.parameters(config)["tag_bias_strength"] == 0.25
     with pytest.raises(Im2vecError, match="tag_bias_strength"):
         train.parameters({**config, "tag_bias_strength": 1.5})
 
