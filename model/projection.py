@@ -102,8 +102,9 @@ def tag_bias(neg_weight: np.ndarray, pos_weight: np.ndarray, strength: float = 0
     """Per-tag offsets added to ``g(f)·v_t`` to rank a vocabulary's tags for an image.
 
     This is the one place that decides how tags are ranked for an image: training validation
-    (model/train.py), ``im2vec tag`` and the evaluate stage all rank by ``g(f)·v_t + tag_bias_t``
-    with the trainer's ROOT/model/tag_bias.npy. Ranking images for one tag needs no offset.
+    (model/train.py) ranks by ``g(f)·v_t + tag_bias_t`` with the trainer's ROOT/model/tag_bias.npy,
+    and ``im2vec tag``, serve and the evaluate stage by its softmax mixed with the CNN's ConSE prior
+    (pipeline.query.tag_probabilities). Ranking images for one tag needs no offset.
 
     Training draws positives ∝ pos_weight (from the image's own tags) and negatives ∝ neg_weight,
     so the loss is lowest when ``g(f)·v_t ≈ log odds(t on the image) + log pos_weight_t -
@@ -114,7 +115,8 @@ def tag_bias(neg_weight: np.ndarray, pos_weight: np.ndarray, strength: float = 0
     sampler's lift of rare tags (with unigram^0.75 negatives a tag seen 3 times is hardly ever
     pushed down, and fills every image's top 5). In between, each tag is predicted for about as
     many images as carry it, what per-tag precision/recall/F1 (the tagging literature's measure)
-    reward (the strengths tried on the demo: docs/experiments.md).
+    reward; 0.25 did best on the demo's validation split capped per user, 0.5 on the uncapped split,
+    which one user's icon theme dominates (the strengths tried: docs/experiments.md).
 
     Args:
         neg_weight, pos_weight: float64[V] > 0, the vocabulary's sampling weights (vocab/).
