@@ -197,11 +197,12 @@ def run(spark: SparkSession, config: dict, root: str) -> dict:
     started = time.time()
     clean_uri, final, final_rejects = clean_data.DATASET.uri(root), features_data.DATASET.uri(root), \
         rejects.FEATURES.uri(root)
-    clean = clean_data.read(spark, root)
+    clean_data.DATASET.require(root)
     batch_size = _checked_batch_size(config)
     # Load the CNN here first: a bad cnn / cnn_weights then fails once, before any Spark job, instead
     # of in every task (and every retry). The driver keeps it, as a Python worker does.
     extractor(config)
+    clean = clean_data.read(spark, root)
     template = imagesource.parse_template(config.get("images"), to_arrow_schema(clean.schema))
     photos = clean.select("photo_id", *(c for c in template.columns if c != "photo_id")).dropDuplicates(["photo_id"])
 
