@@ -19,8 +19,9 @@ The test set: the test-split images of tagged/ that have features; when there ar
 An image's true tags are its vocabulary tags (tagged/).
 
 Methods: ``im2vec``, the trained model, ranks tags as ``im2vec tag`` ranks them
-(pipeline.query.tag_probabilities: g(f)·v_t + tag_bias_t mixed with the CNN's ConSE prior) and
-images for a tag by cosine(g(f), v_t); ``popularity``, ``knn`` and
+(pipeline.query.tag_probabilities: g(f)·v_t + tag_bias_t mixed with the CNN's ConSE prior and, when
+index/ was made by this model, the votes of the nearest training images in g's space) and images
+for a tag by cosine(g(f), v_t); ``popularity``, ``knn`` and
 ``zero_shot`` are in model/baselines.py (zero_shot's ground truth: the test images' clean/ tags among
 the held-out tags). Metrics at k = 5 (model/metrics.py): per-tag precision, recall, F1 and N+ (the
 JEC/TagProp/FastTag protocol), per-image P@5 and R@5, and the mean average precision of word
@@ -77,6 +78,7 @@ class Inputs:
         test: :func:`evaluation_set`; train_ids: sorted int64 train-split photo ids;
         train_counts: int64[V] train-split images per tag; held_out: :func:`held_out_tags`.
         feature_blocks: () -> the training images' ``(photo_id, feature float32)`` blocks.
+        neighbours: pipeline.query.load_neighbours (the training images of index/), or None.
         neighbour_tags: :func:`neighbour_tags` on this root; photo_tags: photo ids -> {photo_id: clean/ tags};
         images: photo ids -> PIL images or None (:func:`read_images`).
     """
@@ -88,6 +90,7 @@ class Inputs:
     train_counts: np.ndarray
     held_out: list[str] | None
     feature_blocks: Callable
+    neighbours: object
     neighbour_tags: Callable
     photo_tags: Callable
     images: Callable
@@ -104,10 +107,14 @@ def load(root: str, config: dict, params: dict) -> Inputs:
     model = query.load_model(root)
     test = evaluation_set(root, limit=params["evaluation_images"], seed=params["seed"])
     train_ids = train_photo_ids(root)
+    neighbours = query.load_neighbours(root, model)
+    if neighbours is None:
+        log("no index/ made by this model: im2vec's tags go without the training images' votes")
     return Inputs(model=model, vocab_manifest=vocab_manifest,
                   train_manifest=storage.read_manifest(storage.join(root, "model")) or {}, test=test,
                   train_ids=train_ids, train_counts=data.train_tag_counts(root, len(model.tags)),
                   held_out=held_out_tags(root), feature_blocks=functools.partial(feature_blocks, root, train_ids),
+                  neighbours=neighbours,
                   neighbour_tags=functools.partial(neighbour_tags, root),
                   photo_tags=functools.partial(query.photo_tags, root),
                   images=functools.partial(read_images, root, config))
@@ -264,7 +271,7 @@ def evaluate(inputs: Inputs, params: dict, root: str) -> tuple[dict, dict]:
 
     started = time.perf_counter()
     embeddings = query.embed(model, test["feature"])
-    top, _ = query.top_tags(model, embeddings, metrics.CURVE_K, test["feature"])
+    top, _ = query.top_tags(model, embeddings, metrics.CURVE_K, test["feature"], inputs.neighbours)
     im2vec_seconds = time.perf_counter() - started
     report = {"im2vec": {**metrics.summary(top, *truth, baselines.cosine_scores(embeddings, model.tag_vectors)),
                          "ms_per_image": 1000 * im2vec_seconds / n}}

@@ -27,10 +27,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from pipeline import Im2vecError, storage
-from pipeline.datasets import clean, features as features_data, index as index_data, model as model_data, vocab, \
-    wordvec
+from pipeline.datasets import clean, features as features_data, index as index_data, model as model_data, tagged, \
+    vocab, wordvec
 
 # Words of words.kv that may tag an image with any_word=True: letters, inner - or ' allowed.
 # GloVe's keys include punctuation and numbers ("," ".", "1998"), which are not tags.
@@ -48,6 +49,11 @@ CONSE_CLASSES = 10   # classes of the CNN's own classifier whose names make an i
 # demo's validation split (per-tag F1, 3 seeds, capped per user; the research notes of issue 13).
 CONSE_WEIGHT = 0.4
 CONSE_TEMPERATURE = 0.1
+# ... and the share from the votes of the nearest training images in the learned space (TagProp-style),
+# when the run has an index made by this model; chosen with CONSE_WEIGHT (validation, 3 seeds).
+NEIGHBOUR_WEIGHT = 0.1
+NEIGHBOURS = 10
+NEIGHBOUR_BLOCK = 4096   # training images compared with a block of images at once
 
 
 @dataclass
@@ -117,6 +123,15 @@ class Model:
 
 
 @dataclass
+class Neighbours:
+    """The training images that vote tags (:func:`tag_probabilities`): their unit g(f) float32[M, d] from
+    index/, and their vocabulary tags (``offsets`` int64[M + 1], ``tag_ids`` int32[...], model.metrics' layout)."""
+    embeddings: np.ndarray
+    offsets: np.ndarray
+    tag_ids: np.ndarray
+
+
+@dataclass
 class Index:
     """The index stage's output: photo_id int64[N] and float32[N, d] L2-normalized g(f), same order."""
     photo_ids: np.ndarray
@@ -165,6 +180,40 @@ def load_index(root: str) -> Index:
     return Index(photo_ids=photo_ids, embeddings=embeddings, model_sha256=str(manifest.get("model_sha256", "")))
 
 
+def load_neighbours(root: str, model: Model, index: Index | None = None) -> Neighbours | None:
+    """The train split's images of index/ with their tags (tagged/); None when there is no index, or
+    it was made by another model (the votes must be in this model's embedding)."""
+    root = storage.to_uri(root)
+    if index is None:
+        if index_data.DATASET.manifest(root) is None:
+            return None
+        index = load_index(root)
+    if index.model_sha256 and index.model_sha256 != model.model_sha256:
+        return None
+    train = tagged.read_split(root, "train")
+    position = pc.index_in(train.column("photo_id"), value_set=pa.array(index.photo_ids))
+    lists = train.column("tag_ids").filter(pc.is_valid(position)).combine_chunks()
+    offsets = lists.offsets.to_numpy().astype(np.int64)
+    return Neighbours(embeddings=index.embeddings[pc.drop_null(position).to_numpy().astype(np.int64)],
+                      offsets=offsets - offsets[0],
+                      tag_ids=lists.values.to_numpy()[offsets[0]:offsets[-1]].astype(np.int32))
+
+
+def neighbour_votes(neighbours: Neighbours, embeddings: np.ndarray, vocab_size: int) -> np.ndarray:
+    """float64[N, V]: the NEIGHBOURS training images nearest by cosine of g(f) vote their tags, each vote
+    weighted by its (non-negative) cosine (model.baselines' knn, in the learned space); rows sum to 1
+    (all zero when no neighbour has a tag)."""
+    from model import baselines
+
+    count = len(neighbours.embeddings)
+    blocks = ((np.arange(start, min(start + NEIGHBOUR_BLOCK, count)),
+               neighbours.embeddings[start:start + NEIGHBOUR_BLOCK]) for start in range(0, count, NEIGHBOUR_BLOCK))
+    scores, rows, _ = baselines.nearest_images(embeddings, blocks, NEIGHBOURS)
+    votes = baselines.Votes(scores, rows, neighbours.offsets, neighbours.tag_ids, vocab_size).row_block(
+        0, len(embeddings)).astype(np.float64)
+    return votes / np.maximum(votes.sum(axis=1, keepdims=True), 1e-12)
+
+
 # --- scoring ---------------------------------------------------------------------------------------
 
 def embed(model: Model, features: np.ndarray) -> np.ndarray:
@@ -208,26 +257,31 @@ def conse_vectors(model: Model, features: np.ndarray) -> np.ndarray | None:
     return normalize_rows(np.einsum("nk,nkd->nd", shares, class_vectors[best]))
 
 
-def tag_probabilities(model: Model, embeddings: np.ndarray, features: np.ndarray | None = None) -> np.ndarray:
+def tag_probabilities(model: Model, embeddings: np.ndarray, features: np.ndarray | None = None,
+                      neighbours: Neighbours | None = None) -> np.ndarray:
     """How likely each vocabulary tag is on each image: float64[N, V], rows summing to 1.
 
     The softmax over the vocabulary of ``g(f)·v_t + tag_bias_t`` (the trainer's ranking), mixed with a
     ConSE prior when the images' CNN features are given (and the CNN has a classifier,
     :func:`conse_vectors`): CONSE_WEIGHT x the softmax of cosine(ConSE vector, v_t) / CONSE_TEMPERATURE.
     The prior knows what the CNN's ImageNet classifier sees in the image (1.2M photos), where g
-    learned from the run's tagged images only.
+    learned from the run's tagged images only. With ``neighbours`` (:func:`load_neighbours`),
+    NEIGHBOUR_WEIGHT of the result is the training images' votes (:func:`neighbour_votes`).
     """
     embeddings = np.asarray(embeddings, dtype=np.float32)
     probability = softmax(embeddings @ model.tag_vectors.T + model.tag_bias)
     conse = conse_vectors(model, features) if features is not None else None
-    if conse is None:
-        return probability
-    prior = softmax(conse @ normalize_rows(model.tag_vectors).T / CONSE_TEMPERATURE)
-    return (1 - CONSE_WEIGHT) * probability + CONSE_WEIGHT * prior
+    if conse is not None:
+        prior = softmax(conse @ normalize_rows(model.tag_vectors).T / CONSE_TEMPERATURE)
+        probability = (1 - CONSE_WEIGHT) * probability + CONSE_WEIGHT * prior
+    if neighbours is not None and len(neighbours.embeddings):
+        votes = neighbour_votes(neighbours, embeddings, len(model.tags))
+        probability = (1 - NEIGHBOUR_WEIGHT) * probability + NEIGHBOUR_WEIGHT * votes
+    return probability
 
 
-def top_tags(model: Model, embeddings: np.ndarray, k: int, features: np.ndarray | None = None
-             ) -> tuple[np.ndarray, np.ndarray]:
+def top_tags(model: Model, embeddings: np.ndarray, k: int, features: np.ndarray | None = None,
+             neighbours: Neighbours | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The k likeliest vocabulary tags of each image by :func:`tag_probabilities`, best first.
 
     Returns:
@@ -243,14 +297,15 @@ def top_tags(model: Model, embeddings: np.ndarray, k: int, features: np.ndarray 
     for start in range(0, len(embeddings), rows):
         stop = start + rows
         block_features = None if features is None else features[start:stop]
-        probability = tag_probabilities(model, embeddings[start:stop], block_features)
+        probability = tag_probabilities(model, embeddings[start:stop], block_features, neighbours)
         top[start:stop] = metrics.top_k_of_scores(probability, k)
         scores[start:stop] = np.take_along_axis(probability, top[start:stop], 1)
     return top, scores
 
 
 def rank_tags(model: Model, embeddings: np.ndarray, k: int = 5, any_word: bool = False,
-              features: np.ndarray | None = None) -> list[list[tuple[str, float]]]:
+              features: np.ndarray | None = None, neighbours: Neighbours | None = None
+              ) -> list[list[tuple[str, float]]]:
     """The k best tags for each image, best first.
 
     Args:
@@ -260,11 +315,12 @@ def rank_tags(model: Model, embeddings: np.ndarray, k: int = 5, any_word: bool =
         any_word: rank the ANY_WORD_LIMIT most frequent words of words.kv too (zero-shot), not only the vocabulary.
         features: float32[N, D] the images' CNN features, for the ConSE prior and any_word's ConSE vectors
             (without them, g(f) stands in for the ConSE vector).
+        neighbours: training images that vote tags (:func:`load_neighbours`), or None.
 
     Returns:
         N lists of k ``(tag, score)``. A vocabulary tag scores ``g(f)·v_t + tag_bias_t``, or with
-        features its probability from :func:`tag_probabilities` (the same ranking mixed with a ConSE
-        prior). With any_word
+        features or neighbours its probability from :func:`tag_probabilities` (the same ranking mixed
+        with a ConSE prior and the neighbours' votes). With any_word
         every candidate scores a probability from a mixture: (1 - ANY_WORD_SHARE) x the softmax over
         the vocabulary of those tag scores, plus ANY_WORD_SHARE x a softmax over the other words of
         their cosine with the image's ConSE vector (:func:`conse_vectors`) / WORD_TEMPERATURE. g(f)
@@ -276,9 +332,9 @@ def rank_tags(model: Model, embeddings: np.ndarray, k: int = 5, any_word: bool =
 
     embeddings = np.asarray(embeddings, dtype=np.float32)
     if any_word:
-        return _rank_any_word(model, embeddings, k, features)
-    if features is not None:
-        top, scores = top_tags(model, embeddings, k, features)
+        return _rank_any_word(model, embeddings, k, features, neighbours)
+    if features is not None or neighbours is not None:
+        top, scores = top_tags(model, embeddings, k, features, neighbours)
         names = np.asarray(model.tags, dtype=object)[top]
         return [[(str(t), float(s)) for t, s in zip(row_names, row_scores)]
                 for row_names, row_scores in zip(names, scores)]
@@ -288,8 +344,8 @@ def rank_tags(model: Model, embeddings: np.ndarray, k: int = 5, any_word: bool =
     return [[(str(t), float(s)) for t, s in zip(row_names, row_scores)] for row_names, row_scores in zip(names, scores)]
 
 
-def _rank_any_word(model: Model, embeddings: np.ndarray, k: int, features: np.ndarray | None
-                   ) -> list[list[tuple[str, float]]]:
+def _rank_any_word(model: Model, embeddings: np.ndarray, k: int, features: np.ndarray | None,
+                   neighbours: Neighbours | None = None) -> list[list[tuple[str, float]]]:
     """rank_tags with any_word: vocabulary tags and other words by one mixture probability (see there)."""
     from model import metrics
 
@@ -309,7 +365,7 @@ def _rank_any_word(model: Model, embeddings: np.ndarray, k: int, features: np.nd
         queries = conse_vectors(model, block_features) if features is not None else None
         queries = normalize_rows(block) if queries is None else queries
         probability = np.concatenate([
-            (1 - ANY_WORD_SHARE) * tag_probabilities(model, block, block_features),
+            (1 - ANY_WORD_SHARE) * tag_probabilities(model, block, block_features, neighbours),
             ANY_WORD_SHARE * softmax(queries @ word_vectors.T / WORD_TEMPERATURE)], axis=1)
         top = metrics.top_k_of_scores(probability, k)
         ranked += [[(str(t), float(s)) for t, s in zip(row_names, row_scores)]

@@ -109,7 +109,8 @@ def load(root: str) -> App:
     tags = dict(zip(ids, (t or [] for t in rows.column("tags").to_pylist())))
 
     feature_ids, features = features_data.read_rows(root, photo_ids)
-    ranked = query.rank_tags(model, query.embed(model, features), k=PREDICTED_TAGS, features=features)
+    ranked = query.rank_tags(model, query.embed(model, features), k=PREDICTED_TAGS, features=features,
+                             neighbours=query.load_neighbours(root, model, index))
     predicted = {int(p): [(t, float(s)) for t, s in r] for p, r in zip(feature_ids, ranked)}
     return App(model, index, uris, tags, predicted, imagesource.source_for(parameters))
 

@@ -126,14 +126,16 @@ def tag_inputs(root: str, inputs: list[str], k: int = 5, any_word: bool = False
         features.update(found)
         errors.update(failed)
     usable = [name for name in names if name in features]
-    ranked = dict(zip(usable, rank_tags_of(model, [features[name] for name in usable], k, any_word)))
+    neighbours = query.load_neighbours(root, model) if usable else None
+    ranked = dict(zip(usable, rank_tags_of(model, [features[name] for name in usable], k, any_word, neighbours)))
     return {name: ranked[name] if name in ranked else errors[name] for name in names}
 
 
-def rank_tags_of(model: query.Model, features: list[np.ndarray], k: int, any_word: bool
-                 ) -> list[list[tuple[str, float]]]:
-    """:func:`pipeline.query.rank_tags` of float32[D] CNN features (none: an empty list)."""
+def rank_tags_of(model: query.Model, features: list[np.ndarray], k: int, any_word: bool,
+                 neighbours: query.Neighbours | None = None) -> list[list[tuple[str, float]]]:
+    """:func:`pipeline.query.rank_tags` of float32[D] CNN features (none: an empty list), with the
+    training images' votes when ``neighbours`` are given (:func:`pipeline.query.load_neighbours`)."""
     if not features:
         return []
     stacked = np.stack(features)
-    return query.rank_tags(model, query.embed(model, stacked), k, any_word, features=stacked)
+    return query.rank_tags(model, query.embed(model, stacked), k, any_word, features=stacked, neighbours=neighbours)

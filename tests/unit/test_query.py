@@ -217,3 +217,46 @@ def test_top_tags_in_blocks_equal_one_pass(run_root, model, monkeypatch):
     blocked = query.top_tags(model, embeddings, 2, features)
     np.testing.assert_array_equal(whole[0], blocked[0])
     np.testing.assert_allclose(whole[1], blocked[1])
+
+
+def test_neighbour_votes_weigh_each_neighbours_tags_by_its_cosine(monkeypatch):
+    monkeypatch.setattr(query, "NEIGHBOURS", 2)
+    neighbours = query.Neighbours(embeddings=np.array([[1, 0], [0.6, 0.8], [-1, 0]], np.float32),
+                                  offsets=np.array([0, 2, 3, 4]), tag_ids=np.array([0, 1, 1, 2], np.int32))
+    votes = query.neighbour_votes(neighbours, np.array([[2, 0]], np.float32), vocab_size=4)
+    # nearest two: row 0 (cosine 1: tags 0, 1) and row 1 (cosine 0.6: tag 1); row 2 (cosine -1) is not one
+    np.testing.assert_allclose(votes[0], np.array([1, 1.6, 0, 0]) / 2.6, rtol=1e-6)
+    monkeypatch.setattr(query, "NEIGHBOUR_BLOCK", 1)    # one training image per block: the same votes
+    np.testing.assert_allclose(query.neighbour_votes(neighbours, np.array([[2, 0]], np.float32), 4), votes)
+
+
+def test_load_neighbours_pairs_the_train_splits_index_rows_with_their_tags(run_root, model, tmp_path):
+    import dataclasses
+
+    # the train split: photos 100 (tags 0, 1), 102 (tag 3) and 140 (not indexed); 101 is a test photo
+    folder = tmp_path / "tagged"
+    folder.mkdir()
+    pq.write_table(pa.table({"photo_id": pa.array([100, 101, 102, 140], pa.int64()),
+                             "split": ["train", "test", "train", "train"],
+                             "tag_ids": pa.array([[0, 1], [2], [3], [2]], pa.list_(pa.int32()))}),
+                   folder / "part-0.parquet")
+    storage.write_text("file://" + str(tmp_path / "vocab" / "_manifest.json"), "{}")   # tagged/ is vocab's
+    embeddings = query.normalize_rows(np.random.default_rng(6).normal(size=(3, d)))
+    index = query.Index(photo_ids=np.array([102, 101, 100]), embeddings=embeddings, model_sha256=model.model_sha256)
+    neighbours = query.load_neighbours("file://" + str(tmp_path), model, index)
+    np.testing.assert_array_equal(neighbours.embeddings, embeddings[[2, 0]])
+    assert neighbours.offsets.tolist() == [0, 2, 3] and neighbours.tag_ids.tolist() == [0, 1, 3]
+    assert query.load_neighbours("file://" + str(tmp_path), model, dataclasses.replace(index, model_sha256="other")) \
+        is None
+    assert query.load_neighbours(run_root["root"], model) is None     # no index/
+
+
+def test_tag_probabilities_give_the_neighbours_votes_their_share(run_root, model):
+    neighbours = query.Neighbours(embeddings=query.normalize_rows(run_root["tag_vectors"][[0]]),   # cosine 1
+                                  offsets=np.array([0, 1]), tag_ids=np.array([3], np.int32))
+    embeddings = run_root["tag_vectors"][[0]] * 3
+    plain = query.tag_probabilities(model, embeddings)
+    mixed = query.tag_probabilities(model, embeddings, neighbours=neighbours)
+    expected = (1 - query.NEIGHBOUR_WEIGHT) * plain
+    expected[:, 3] += query.NEIGHBOUR_WEIGHT     # the one neighbour votes tag 3 only
+    np.testing.assert_allclose(mixed, expected, rtol=1e-6)
