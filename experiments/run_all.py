@@ -167,6 +167,9 @@ def evaluate_run(ctx: Context, result: dict) -> dict:
                         s, (1 - h) * fused + h * cnn_knn, None, None, V)
                     figures[f"conse_far_{w}+hybrid_learned_{h}"] = harness.score_split(
                         s, (1 - h) * fused + h * learned_knn, None, None, V)
+                    plain = (1 - w) * p + w * conse      # the same without the distance gate
+                    figures[f"conse_{w}+hybrid_learned_{h}"] = harness.score_split(
+                        s, (1 - h) * plain + h * learned_knn, None, None, V)
     return out
 
 
