@@ -59,7 +59,7 @@ $(OPENMOJI_DIR)/.unpacked:
 demo: setup
 	$(BIN)/im2vec demo-data --out $(DEMO_DATA)
 	$(BIN)/im2vec run --root $(DEMO_ROOT) --input $(DEMO_DATA)/metadata.tsv --set zero_shot_fraction=0.1 \
-	    --set images="file://$(CURDIR)/$(DEMO_DATA)/images/{photo_id}.png"
+	    --set image_uri="file://$(CURDIR)/$(DEMO_DATA)/images/{photo_id}.png"
 	@echo "outputs: $(DEMO_ROOT)/ (clean/ rejects/ vocab/ zero_shot/ tagged/ wordvec/ features/ epochs/ model/ index/ reports/)"
 	@echo "evaluation: $(DEMO_ROOT)/reports/evaluation.md; \`$(BIN)/im2vec status --root $(DEMO_ROOT)\` summarizes the run"
 	@echo "search it in a web page: $(BIN)/im2vec serve --root $(DEMO_ROOT)   then open http://127.0.0.1:8000/"

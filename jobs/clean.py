@@ -1,6 +1,6 @@
 """clean: raw YFCC metadata (plain or .bz2, 23- or 25-column layout) -> clean/ and rejects/clean/.
 
-One Spark job: a task per input split reads its lines (Spark's text reader only for compressed
+One Spark job: a task per byte range reads its lines (Spark's text reader only for compressed
 files), parses whole batches of them (pipeline.yfcc.parse_lines: numba kernels over the raw
 bytes, pipeline.yfcc_scan, then pyarrow for tags and types) and writes the clean rows and
 its rejects straight to Parquet with pyarrow: handing 100M parsed rows back to the JVM only to
@@ -52,11 +52,11 @@ PARQUET_OPTIONS = dict(
                     "license_name", "license_url", "server_id", "farm_id", "extension_original"],
     write_statistics=["photo_id", "user_id", "date_taken", "date_uploaded", "longitude", "latitude"])
 
-# A task's reject rows as it writes them (lines numbered within their input split) ...
+# A task's reject rows as it writes them (lines numbered within their byte range) ...
 SPLIT_REJECTS = pa.schema([
     ("source_file", pa.string()),
-    ("block_start", pa.int64()),      # the input split's first byte in source_file
-    ("row_in_block", pa.int64()),     # 0-based line index within that split
+    ("block_start", pa.int64()),      # the byte range's first byte in source_file
+    ("row_in_block", pa.int64()),     # 0-based line index within that range
     ("reason", pa.string()),
     ("raw", pa.string()),
 ])
@@ -113,20 +113,20 @@ class Chunk(NamedTuple):
     lines: pa.StringArray      # string[n], a line may keep its terminator
     files: list[str]           # distinct source file URIs of this chunk
     file_code: np.ndarray      # int[n], index into files
-    block_start: np.ndarray    # int64[n], first byte of the line's input split
-    row_in_block: np.ndarray   # int64[n], 0-based line index within that split
+    block_start: np.ndarray    # int64[n], first byte of the line's byte range
+    row_in_block: np.ndarray   # int64[n], 0-based line index within that range
 
 
 def clean_chunks(chunks: Iterator[Chunk], *, layouts: dict[str, int], staging_clean: str,
-                 staging_split_rejects: str, options: dict, lines_per_block: dict) -> Iterator[pa.RecordBatch]:
+                 staging_range_rejects: str, options: dict, lines_per_block: dict) -> Iterator[pa.RecordBatch]:
     """The task body shared by both readers: parse chunks, write clean rows and rejects, yield
     one ``stats`` row (JSON) for the driver.
 
     Clean rows and rejects (:data:`SPLIT_REJECTS`) go to one Parquet file each per task attempt
     (:func:`pipeline.storage.attempt_file`), which no reader takes for data until the driver
     commits it; the stats name them (``files``, ``rejects_files``). The rejects still number their
-    lines within their input split; the driver, once every task has counted its splits' lines
-    (``lines_per_block``, {(file, split start): lines}, filled by the chunk producer), rewrites
+    lines within their byte range; the driver, once every task has counted its ranges' lines
+    (``lines_per_block``, {(file, range start): lines}, filled by the chunk producer), rewrites
     them with line numbers (:func:`write_rejects`).
     """
     from pyspark import TaskContext
@@ -134,7 +134,7 @@ def clean_chunks(chunks: Iterator[Chunk], *, layouts: dict[str, int], staging_cl
     ctx = TaskContext.get()
     name = storage.attempt_file(ctx.partitionId(), ctx.taskAttemptId())
     fs, folder = storage.filesystem(staging_clean)
-    rejects_fs, rejects_folder = storage.filesystem(staging_split_rejects)
+    rejects_fs, rejects_folder = storage.filesystem(staging_range_rejects)
     writer, rejects_writer, pending, pending_rows = None, None, [], 0
     stats = {"rows_read": 0, "rows_kept": 0, "videos": 0, "reasons": {}, "dropped_tags": {}}
     from pipeline import progress
@@ -192,8 +192,8 @@ def clean_chunks(chunks: Iterator[Chunk], *, layouts: dict[str, int], staging_cl
 def text_chunks(batches: Iterator[pa.RecordBatch], lines_per_block: dict) -> Iterator[Chunk]:
     """Chunks from Spark's text reader: batches of ``value``, ``file_path``, ``file_block_start``.
 
-    Lines of one input split arrive contiguously and in file order, so a running count per
-    split gives each line's index in it; the driver adds the lines of earlier splits to get
+    Lines of one byte range arrive contiguously and in file order, so a running count per
+    range gives each line's index in it; the driver adds the lines of earlier ranges to get
     line numbers.
     """
     for batch in batches:
@@ -208,14 +208,14 @@ def text_chunks(batches: Iterator[pa.RecordBatch], lines_per_block: dict) -> Ite
                     _running_index(codes, blocks, files, lines_per_block))
 
 
-def split_chunks(splits: Iterator[tuple[str, int, int]], lines_per_block: dict) -> Iterator[Chunk]:
-    """Chunks read straight from the files: ``(file, start, bytes)`` input splits of uncompressed files.
+def byte_range_chunks(ranges: Iterator[tuple[str, int, int]], lines_per_block: dict) -> Iterator[Chunk]:
+    """Chunks read straight from the files: ``(file, start, bytes)`` byte ranges of uncompressed files.
 
     Each split's lines are read with pyarrow, split on newlines with numpy, and handed on
     ``CHUNK_LINES`` at a time, as zero-copy slices.
     """
-    for source, start, length in splits:
-        lines = read_split(source, start, length)
+    for source, start, length in ranges:
+        lines = read_byte_range(source, start, length)
         lines_per_block[(source, start)] = len(lines)
         for first in range(0, len(lines), CHUNK_LINES):
             part = lines.slice(first, CHUNK_LINES)
@@ -224,10 +224,10 @@ def split_chunks(splits: Iterator[tuple[str, int, int]], lines_per_block: dict) 
                         np.arange(first, first + n, dtype=np.int64))
 
 
-def read_split(uri: str, start: int, length: int) -> pa.StringArray:
-    """The lines of one input split of an uncompressed text file, each with its ``\n``.
+def read_byte_range(uri: str, start: int, length: int) -> pa.StringArray:
+    """The lines of one byte range of an uncompressed text file, each with its ``\n``.
 
-    A split owns the lines whose preceding newline lies in ``[start, start + length)``, plus the
+    A range owns the lines whose preceding newline lies in ``[start, start + length)``, plus the
     file's first line when ``start`` is 0 (Hadoop's rule, so Spark's splits and these agree): it
     skips the partial line it starts in and reads past its end to finish its last line.
 
@@ -235,9 +235,9 @@ def read_split(uri: str, start: int, length: int) -> pa.StringArray:
         string[n], zero-copy over the bytes read (over the page cache itself for a local file);
         the last line lacks a terminator when the file does.
     """
-    data = _split_bytes(uri, start, length)
+    data = _range_bytes(uri, start, length)
     newlines = yfcc_scan.newlines(data)
-    if start > 0:   # the line this split starts in belongs to the split before
+    if start > 0:   # the line this range starts in belongs to the range before
         owned = newlines[newlines < length]
         if not len(owned):
             return pa.array([], pa.string())
@@ -252,7 +252,7 @@ def read_split(uri: str, start: int, length: int) -> pa.StringArray:
     return pa.StringArray.from_buffers(len(offsets) - 1, pa.py_buffer(offsets), pa.py_buffer(data))
 
 
-def _split_bytes(uri: str, start: int, length: int) -> np.ndarray:
+def _range_bytes(uri: str, start: int, length: int) -> np.ndarray:
     """uint8: the file's bytes from ``start``: ``length`` of them, then up to and including the
     next newline (or to the end of the file)."""
     fs, path = storage.filesystem(uri)
@@ -283,9 +283,9 @@ def _split_bytes(uri: str, start: int, length: int) -> np.ndarray:
 
 
 def _running_index(codes: np.ndarray, blocks: np.ndarray, files: list[str], seen: dict) -> np.ndarray:
-    """Each row's index within its (file, split), continuing counts from earlier batches.
+    """Each row's index within its (file, range), continuing counts from earlier batches.
 
-    ``codes`` index ``files``; rows of one split are contiguous and in file order.
+    ``codes`` index ``files``; rows of one range are contiguous and in file order.
     """
     n = len(codes)
     change = np.flatnonzero((codes[1:] != codes[:-1]) | (blocks[1:] != blocks[:-1])) + 1
@@ -306,40 +306,40 @@ def _clean_text(batches, **task_options):
     return clean_chunks(text_chunks(batches, seen), lines_per_block=seen, **task_options)
 
 
-def _clean_splits(batches, splits: list[tuple[str, int, int]], **task_options):
-    """mapInArrow body over input splits read by the task itself (uncompressed files): batches
-    of ``id``, an index into ``splits``."""
+def _clean_byte_ranges(batches, ranges: list[tuple[str, int, int]], **task_options):
+    """mapInArrow body over byte ranges read by the task itself (uncompressed files): batches
+    of ``id``, an index into ``ranges``."""
     seen: dict = {}
     ids = (int(i) for batch in batches for i in batch.column("id").to_pylist())
-    return clean_chunks(split_chunks((splits[i] for i in ids), seen), lines_per_block=seen, **task_options)
+    return clean_chunks(byte_range_chunks((ranges[i] for i in ids), seen), lines_per_block=seen, **task_options)
 
 
-def plan_splits(files: list[str], split_bytes: int) -> list[tuple[str, int, int]]:
-    """``(file, start, bytes)`` input splits of the uncompressed files, at most ``split_bytes`` each.
+def plan_byte_ranges(files: list[str], range_bytes: int) -> list[tuple[str, int, int]]:
+    """``(file, start, bytes)`` byte ranges of the uncompressed files, at most ``range_bytes`` each.
 
     Args:
         files: input file URIs; compressed ones (:data:`COMPRESSED`) are left to Spark's reader.
-        split_bytes: Spark's ``spark.sql.files.maxPartitionBytes``, so splits match Spark's own.
+        range_bytes: Spark's ``spark.sql.files.maxPartitionBytes``, so ranges match Spark's own splits.
     """
-    splits = []
+    ranges = []
     for uri in files:
         if uri.endswith(COMPRESSED):
             continue
         fs, path = storage.filesystem(uri)
         size = fs.get_file_info(path).size
-        splits += [(uri, start, min(split_bytes, size - start)) for start in range(0, size, split_bytes)]
-    return splits
+        ranges += [(uri, start, min(range_bytes, size - start)) for start in range(0, size, range_bytes)]
+    return ranges
 
 
 def line_offsets(blocks: list[list]) -> dict[tuple[str, int], int]:
-    """{(file, split start): lines in the file before that split}, from the tasks' split counts."""
+    """{(file, range start): lines in the file before that range}, from the tasks' range counts."""
     per_file: dict[str, list[tuple[int, int]]] = {}
     for source, start, count in blocks:
         per_file.setdefault(source, []).append((int(start), int(count)))
     offsets = {}
-    for source, splits in per_file.items():
+    for source, ranges in per_file.items():
         before = 0
-        for start, count in sorted(splits):
+        for start, count in sorted(ranges):
             offsets[(source, start)] = before
             before += count
     return offsets
@@ -351,26 +351,26 @@ def with_line_numbers(rejects: pa.Table, offsets: dict[tuple[str, int], int]) ->
 
     Args:
         rejects: one task's rejects: source_file, block_start, row_in_block, reason, raw.
-        offsets: {(file, split start): lines before that split}, from :func:`line_offsets`.
+        offsets: {(file, range start): lines before that range}, from :func:`line_offsets`.
     """
     files = pc.dictionary_encode(rejects.column("source_file").combine_chunks())
     names = files.dictionary.to_pylist()
-    splits, split_of_row = np.unique(
+    ranges, range_of_row = np.unique(
         np.stack([files.indices.to_numpy(zero_copy_only=False).astype(np.int64),
                   rejects.column("block_start").to_numpy()]), axis=1, return_inverse=True)
-    before = np.array([offsets.get((names[f], int(b)), 0) for f, b in splits.T], dtype=np.int64)
-    line_number = before[split_of_row.ravel()] + rejects.column("row_in_block").to_numpy() + 1
+    before = np.array([offsets.get((names[f], int(b)), 0) for f, b in ranges.T], dtype=np.int64)
+    line_number = before[range_of_row.ravel()] + rejects.column("row_in_block").to_numpy() + 1
     return pa.table([rejects.column("source_file"), pa.array(line_number), rejects.column("reason"),
                      rejects.column("raw")], schema=REJECTS)
 
 
-def write_rejects(split_rejects: str, files: list[str], offsets: dict[tuple[str, int], int], out: str) -> None:
-    """Rewrite the tasks' committed reject files (``files`` in ``split_rejects``) into ``out`` with
+def write_rejects(range_rejects: str, files: list[str], offsets: dict[tuple[str, int], int], out: str) -> None:
+    """Rewrite the tasks' committed reject files (``files`` in ``range_rejects``) into ``out`` with
     line numbers: one ``part-NNNNN.parquet`` per task file, in task order (so by file and line),
     or one empty file when nothing was rejected. Rejects are few next to the clean rows, and
     this runs on the driver one file at a time, without a Spark job.
     """
-    fs, folder = storage.filesystem(split_rejects)
+    fs, folder = storage.filesystem(range_rejects)
     out_fs, out_folder = storage.filesystem(out)
     out_fs.create_dir(out_folder, recursive=True)
     for index, name in enumerate(sorted(files) or [None]):
@@ -429,33 +429,33 @@ def run(spark: SparkSession, config: dict, root: str, inputs: list[str], hashes:
           + (" ..." if len(files) > 5 else ""), file=sys.stderr)
 
     staging = storage.staging_uri(final_clean)
-    staging_clean, staging_rejects, split_rejects = (storage.join(staging, d)
-                                                     for d in ("clean", "rejects", "split_rejects"))
-    for folder in (staging_clean, split_rejects):
+    staging_clean, staging_rejects, range_rejects = (storage.join(staging, d)
+                                                     for d in ("clean", "rejects", "range_rejects"))
+    for folder in (staging_clean, range_rejects):
         fs, path = storage.filesystem(folder)
         fs.create_dir(path, recursive=True)
     options = tag_options(config)
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(CHUNK_LINES))
     try:
         task_options = dict(layouts=layouts, staging_clean=staging_clean, options=options,
-                            staging_split_rejects=split_rejects)
+                            staging_range_rejects=range_rejects)
         compressed = [f for f in files if f.endswith(COMPRESSED)]
-        splits = plan_splits(files, int(spark.conf.get("spark.sql.files.maxPartitionBytes", str(128 << 20)).rstrip("b")))
+        ranges = plan_byte_ranges(files, int(spark.conf.get("spark.sql.files.maxPartitionBytes", str(128 << 20)).rstrip("b")))
         outputs = []
         if compressed:
             lines = spark.read.text(compressed).select("value", "_metadata.file_path", "_metadata.file_block_start")
             outputs.append(lines.mapInArrow(partial(_clean_text, **task_options), "stats string"))
-        if splits:
-            # One task per split: the task's row of spark.range names its split, so no Python
-            # pass is needed to turn the split list into a DataFrame.
-            outputs.append(spark.range(0, len(splits), 1, len(splits)).mapInArrow(
-                partial(_clean_splits, splits=splits, **task_options), "stats string"))
+        if ranges:
+            # One task per range: the task's row of spark.range names its range, so no Python
+            # pass is needed to turn the range list into a DataFrame.
+            outputs.append(spark.range(0, len(ranges), 1, len(ranges)).mapInArrow(
+                partial(_clean_byte_ranges, ranges=ranges, **task_options), "stats string"))
         parse_started = time.time()
         # The one Spark job: tasks write clean rows and rejects to files; one stats row each comes back.
         stats = [json.loads(row.stats) for row in reduce(DataFrame.unionByName, outputs).collect()]
         parse_finished = time.time()
         offsets = line_offsets([b for s in stats for b in s["blocks"]])
-        write_rejects(split_rejects, [f for s in stats for f in s["rejects_files"]], offsets, staging_rejects)
+        write_rejects(range_rejects, [f for s in stats for f in s["rejects_files"]], offsets, staging_rejects)
         storage.commit_attempt_files(staging_clean, [f for s in stats for f in s["files"]], yfcc.CLEAN_SCHEMA)
 
         totals = _sum_stats(stats)
@@ -476,7 +476,7 @@ def run(spark: SparkSession, config: dict, root: str, inputs: list[str], hashes:
             final_clean, "clean", rows_in=totals["rows_read"], rows_out=totals["rows_kept"],
             rows_rejected=rows_rejected, videos=totals["videos"], rejects=final_rejects,
             covers=(final_rejects, *([hash_counts["hash_rejects"]] if hash_counts else [])),
-            reasons=totals["reasons"], dropped_tags=totals["dropped_tags"], **hash_counts,
+            rejects_by_reason=totals["reasons"], dropped_tags=totals["dropped_tags"], **hash_counts,
             layouts={f: layouts[f] for f in files},
             parameters=configuration.redacted({k: config[k] for k in PARAMETER_KEYS}),
             inputs=files, started=started,

@@ -20,7 +20,7 @@ photos are tried again (a fetch may have failed for a passing reason). Counts ad
 
     photos in clean/ = extracted (rows_out) + rejected + already_present
 
-Run with ``im2vec features --root ROOT --set images=TEMPLATE``.
+Run with ``im2vec features --root ROOT --set image_uri=TEMPLATE``.
 """
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ from pipeline.spark import DISCOVERY_SCRIPT, gpu_conf  # noqa: F401  (GPU execut
 
 MODEL_KEYS = features_data.MODEL_KEYS   # features/ made with other values is not extended
 TASK_KEYS = MODEL_KEYS + ("min_side", "fetch_threads", "fetch_timeout", "s3_endpoint", "unavailable_fingerprints")
-PARAMETER_KEYS = ("images",) + TASK_KEYS + ("cnn_batch_size", "partitions", "gpus_per_executor", "gpus_per_task")
+PARAMETER_KEYS = ("image_uri",) + TASK_KEYS + ("cnn_batch_size", "feature_tasks", "gpus_per_executor", "gpus_per_task")
 IMAGES_PER_TASK = 10_000   # ~5 min on a CPU core, under a minute on a GPU share: cheap retries, few files
 ROW_GROUP_MB = 32          # features/ row groups, what a Petastorm reader holds at once
 TASK_OUTPUT = pa.schema([
@@ -203,7 +203,7 @@ def run(spark: SparkSession, config: dict, root: str) -> dict:
     # of in every task (and every retry). The driver keeps it, as a Python worker does.
     extractor(config)
     clean = clean_data.read(spark, root)
-    template = imagesource.parse_template(config.get("images"), to_arrow_schema(clean.schema))
+    template = imagesource.parse_template(config.get("image_uri"), to_arrow_schema(clean.schema))
     photos = clean.select("photo_id", *(c for c in template.columns if c != "photo_id")).dropDuplicates(["photo_id"])
 
     old = _reusable_features(spark, config, root)
@@ -214,7 +214,7 @@ def run(spark: SparkSession, config: dict, root: str) -> dict:
         counts = flagged.agg(F.count(F.lit(1)).alias("rows"), F.count("present").alias("present")).first()
         rows_in, already_present = int(counts["rows"]), int(counts["present"])
         todo = flagged.where(F.col("present").isNull()).drop("present")
-    partitions = int(config.get("partitions") or 0) or max(
+    partitions = int(config.get("feature_tasks") or 0) or max(
         spark.sparkContext.defaultParallelism, math.ceil((rows_in - already_present) / IMAGES_PER_TASK))
     from pipeline import progress
 
@@ -250,7 +250,7 @@ def run(spark: SparkSession, config: dict, root: str) -> dict:
         return storage.write_manifest(
             final, "features", rows_in=rows_in, rows_out=rows_out, rows_rejected=rows_rejected,
             already_present=already_present, rows_total=rows_total, feature_dim=feature_dim,
-            reasons=dict(sorted(by_reason.items())), rejects=final_rejects, covers=(final_rejects,),
+            rejects_by_reason=dict(sorted(by_reason.items())), rejects=final_rejects, covers=(final_rejects,),
             parameters=configuration.redacted({k: config.get(k) for k in PARAMETER_KEYS}),
             inputs=[clean_uri, template.text], started=started)
     finally:

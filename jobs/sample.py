@@ -36,7 +36,7 @@ from pipeline import Im2vecError, sampling, storage
 from pipeline.datasets import epochs, features as features_data, tagged, vocab as vocab_data
 from pipeline.datasets.epochs import uri as epoch_uri
 
-KEYS = ("seed", "positives", "negatives", "partitions", "row_group_mb")
+KEYS = ("seed", "positives", "negatives", "output_partitions", "row_group_mb")
 
 
 @dataclass
@@ -63,8 +63,8 @@ def parameters(config: dict) -> dict:
     if params["positives"] < 1 or params["negatives"] < 1:
         raise Im2vecError(f"positives and negatives must be at least 1, got {params['positives']} "
                           f"and {params['negatives']}")
-    if params["row_group_mb"] < 1 or params["partitions"] < 0:
-        raise Im2vecError("row_group_mb must be at least 1 and partitions at least 0")
+    if params["row_group_mb"] < 1 or params["output_partitions"] < 0:
+        raise Im2vecError("row_group_mb must be at least 1 and output_partitions at least 0")
     # What the sampling method has the stage write (presampled: P positives and K negatives).
     params["positives"], params["negatives"] = sampling.method(config).written(params["positives"], params["negatives"])
     return params
@@ -230,7 +230,7 @@ def write_epoch(spark: SparkSession, config: dict, root: str, inputs: Inputs, ep
                              positives=params["positives"], negatives=params["negatives"],
                              row_group_rows=max(1, params["row_group_mb"] * 2 ** 20 // row_bytes))
     try:
-        written = (shuffled(inputs.images, seed=params["seed"], epoch=epoch, partitions=params["partitions"])
+        written = (shuffled(inputs.images, seed=params["seed"], epoch=epoch, partitions=params["output_partitions"])
                    .mapInArrow(body, "file string, rows long, row_groups long").collect())
         schema = sampling.output_schema(inputs.feature_dim is not None)
         renamed = storage.commit_attempt_files(staged, sorted(w.file for w in written if w.file), schema)
@@ -251,7 +251,7 @@ def write_epoch(spark: SparkSession, config: dict, root: str, inputs: Inputs, ep
         final, "sample", rows_in=counts["train"], rows_out=rows_out, rows_rejected=sum(rejected.values()),
         parameters=params, inputs=inputs.uris, started=started, schema_version=epochs.SCHEMA_VERSION, epoch=epoch,
         seed=params["seed"], positives=params["positives"], negatives=params["negatives"],
-        feature_dim=inputs.feature_dim, vocab_size=inputs.tables.value.vocab_size, rejected=rejected,
+        feature_dim=inputs.feature_dim, vocab_size=inputs.tables.value.vocab_size, rejects_by_reason=rejected,
         files=len([w for w in written if w.file]))
 
 
@@ -263,7 +263,7 @@ def run(spark: SparkSession, config: dict, root: str, epochs: tuple[int, int] | 
         rows_rejected summed over the epochs, and ``epochs``, one short record per epoch.
     """
     started = time.time()
-    first, last = epochs or (1, int(config["epochs"]))
+    first, last = epochs or (1, int(config["num_epochs"]))
     inputs = prepare(spark, config, root)
     made = []
     for epoch in range(first, last + 1):

@@ -87,7 +87,7 @@ class Plan:
 
 def settings(config: dict) -> dict:
     """The schedule's config values, checked: epochs, ahead, keep, schedule_poll_seconds, consumer_stale_seconds."""
-    values = {"epochs": int(config["epochs"]), "ahead": int(config["ahead"]), "keep": int(config["keep"]),
+    values = {"epochs": int(config["num_epochs"]), "ahead": int(config["ahead"]), "keep": int(config["keep"]),
               "poll": float(config["schedule_poll_seconds"]), "stale": float(config["consumer_stale_seconds"])}
     if values["ahead"] < 1 or values["keep"] < 0 or values["poll"] <= 0 or values["stale"] <= 0:
         raise Im2vecError(f"schedule needs ahead >= 1, keep >= 0, schedule_poll_seconds > 0 and "

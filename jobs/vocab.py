@@ -28,8 +28,8 @@ from pipeline import Im2vecError, config as configuration, storage
 from pipeline.datasets import (clean as clean_data, tagged as tagged_data, vocab as vocab_data,
                                zero_shot as zero_shot_data)
 
-PARAMETER_KEYS = ("min_images", "min_users", "max_size", "pos_alpha", "neg_power", "zero_shot_fraction",
-                  "validation_fraction", "test_fraction", "seed", "partitions")
+PARAMETER_KEYS = ("min_images", "min_users", "max_size", "pos_power", "neg_power", "zero_shot_fraction",
+                  "validation_fraction", "test_fraction", "seed", "output_partitions")
 SPLIT_BUCKETS = 1 << 20
 
 
@@ -41,7 +41,7 @@ def tag_counts(clean: DataFrame) -> DataFrame:
 
 
 def select_vocab(counts: DataFrame, *, min_images: int, min_users: int, max_size: int,
-                 pos_alpha: float, neg_power: float, zero_shot_fraction: float = 0.0,
+                 pos_power: float, neg_power: float, zero_shot_fraction: float = 0.0,
                  seed: int = 0) -> tuple[DataFrame, DataFrame]:
     """Keep frequent, multi-user tags, hold some out for zero-shot evaluation, give the rest ids.
 
@@ -49,7 +49,7 @@ def select_vocab(counts: DataFrame, *, min_images: int, min_users: int, max_size
         counts: (tag, images, users) from :func:`tag_counts`.
         min_images / min_users: a candidate tag needs at least this many of each.
         max_size: at most this many candidates, the most frequent (ties by tag).
-        pos_alpha: ``pos_weight = images ** -pos_alpha`` (positives favour rare tags).
+        pos_power: ``pos_weight = images ** pos_power`` (below 0, positives favour rare tags).
         neg_power: ``neg_weight = images ** neg_power`` (word2vec's unigram^0.75 noise).
         zero_shot_fraction: about this fraction of the candidates is held out (:func:`held_out`).
         seed: picks which ones.
@@ -68,7 +68,7 @@ def select_vocab(counts: DataFrame, *, min_images: int, min_users: int, max_size
              .withColumn("tag_id", (F.row_number().over(order) - 1).cast("int"))
              .select("tag_id", "tag", "images", "users",
                      F.pow(F.col("images").cast("double"), F.lit(neg_power)).alias("neg_weight"),
-                     F.pow(F.col("images").cast("double"), F.lit(-pos_alpha)).alias("pos_weight")))
+                     F.pow(F.col("images").cast("double"), F.lit(pos_power)).alias("pos_weight")))
     return vocab, candidates.where(F.col("held_out")).select("tag", "images", "users")
 
 
@@ -169,7 +169,7 @@ def run(spark: SparkSession, config: dict, root: str) -> dict:
     counts = tag_counts(clean).cache()
     vocab, zero_shot = select_vocab(
         counts, min_images=int(config["min_images"]), min_users=int(config["min_users"]),
-        max_size=int(config["max_size"]), pos_alpha=float(config["pos_alpha"]), neg_power=float(config["neg_power"]),
+        max_size=int(config["max_size"]), pos_power=float(config["pos_power"]), neg_power=float(config["neg_power"]),
         zero_shot_fraction=fraction, seed=int(config["seed"]))
     # Beside vocab/, not in it: every reader of vocab/ reads the folder as one Parquet dataset.
     staged_zero_shot = storage.staging_uri(final_zero_shot)
@@ -187,8 +187,8 @@ def run(spark: SparkSession, config: dict, root: str) -> dict:
     tagged = with_split(tag_photos(clean, staged_vocab), seed=int(config["seed"]),
                         validation_fraction=float(config["validation_fraction"]),
                         test_fraction=float(config["test_fraction"]))
-    if int(config["partitions"]) > 0:
-        tagged = tagged.repartition(int(config["partitions"]))
+    if int(config["output_partitions"]) > 0:
+        tagged = tagged.repartition(int(config["output_partitions"]))
     staged_tagged = storage.staging_uri(final_tagged)
     tagged.select("photo_id", "user_id", "split", "tag_ids").write.parquet(staged_tagged)
 

@@ -45,6 +45,7 @@ import pyarrow.dataset as ds
 from model import baselines, metrics
 from model.report import EXAMPLES, METHODS, markdown, plot_curves, plot_examples
 from pipeline import Im2vecError, sampling, storage
+from pipeline.datasets import features as features_data
 
 KEYS = ("seed", "evaluation_images", "knn_k")
 KNN_BLOCK = 4096         # training images compared with the whole test set at once
@@ -208,13 +209,12 @@ def neighbour_tags(root: str, photo_ids: np.ndarray) -> tuple[np.ndarray, np.nda
 
 
 def read_images(root: str, config: dict, photo_ids: np.ndarray) -> list:
-    """PIL images (or None) of some photos, through the features stage's ``images`` template."""
+    """PIL images (or None) of some photos, through the features stage's ``image_uri`` template."""
     from PIL import Image
 
     from pipeline import imagesource
 
-    features = storage.read_manifest(storage.join(root, "features")) or {}
-    text = (features.get("parameters") or {}).get("images") or config.get("images")
+    text = features_data.image_uri(root) or config.get("image_uri")
     if not text:
         return [None] * len(photo_ids)
     template = imagesource.parse_template(text)

@@ -73,7 +73,7 @@ Beyond one machine (data parallel): start one process per worker (one GPU each; 
 with CUDA_VISIBLE_DEVICES) with TF_CONFIG set, e.g. on two hosts::
 
     TF_CONFIG='{"cluster": {"worker": ["host1:12345", "host2:12345"]}, "task": {"type": "worker", "index": 0}}' \\
-        im2vec train --root file:///shared/im2vec/run --set epochs=10
+        im2vec train --root file:///shared/im2vec/run --set num_epochs=10
     (the same on host2 with "index": 1; a file:// root on a shared file system, or an hdfs://
     or s3a:// root with --set model_dir=/local/folder, which Petastorm reads through libhdfs or s3fs)
 
@@ -130,7 +130,7 @@ def parameters(config: dict) -> dict:
     sampling.method(config)     # a known sampling method
     try:
         params = {
-            "epochs": int(config["epochs"]), "seed": int(config["seed"]), "sampling": str(config["sampling"]),
+            "epochs": int(config["num_epochs"]), "seed": int(config["seed"]), "sampling": str(config["sampling"]),
             "positives": int(config["positives"]), "negatives": int(config["negatives"]),
             "hidden_sizes": [int(size) for size in (config["hidden_sizes"] or [])],
             "loss": str(config["loss"]), "batch_size": int(config["batch_size"]),

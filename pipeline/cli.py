@@ -4,7 +4,7 @@ Contract (other tools call it; keep it stable)::
 
     im2vec STAGE --root ROOT [--config FILE] [--set key=value]... [--master URL]
     im2vec clean --root ROOT --input PATH_OR_GLOB...
-    im2vec run   --root ROOT --input PATH [--set images=TEMPLATE]
+    im2vec run   --root ROOT --input PATH [--set image_uri=TEMPLATE]
     im2vec synth --rows N --layout 23|25 --out PATH
     im2vec demo-data --out DIR [--corpus openclipart|openmoji] [--source PATH]
     im2vec status --root ROOT

@@ -6,8 +6,9 @@ Keys starting with ``spark.`` are Spark properties and are handed to the session
 """
 from __future__ import annotations
 
+import sys
 from importlib import resources
-from typing import Iterable, Mapping
+from typing import Callable, Iterable, Mapping
 
 import yaml
 
@@ -16,6 +17,25 @@ from pipeline import Im2vecError
 
 class ConfigError(Im2vecError, ValueError):
     """A configuration file or a --set override that cannot be used."""
+
+
+# Keys renamed to match the README's glossary: old name -> (new name, old value -> new value).
+# The old names keep working for one release (0.2), with a one-line notice naming the new key.
+RENAMED: dict[str, tuple[str, Callable]] = {
+    "images": ("image_uri", lambda value: value),
+    "epochs": ("num_epochs", lambda value: value),
+    "pos_alpha": ("pos_power", lambda value: -float(value)),
+    "partitions": ("output_partitions", lambda value: value),
+}
+
+
+def _current_name(key: str, origin: str) -> str:
+    """``key`` as it is called now; an old name prints the deprecation notice once per use."""
+    if key in RENAMED:
+        new = RENAMED[key][0]
+        extra = " and its value is negated (pos_weight = images ** pos_power)" if key == "pos_alpha" else ""
+        print(f"[im2vec] config: {key!r} (from {origin}) is deprecated, use {new!r}{extra}", file=sys.stderr)
+    return RENAMED[key][0] if key in RENAMED else key
 
 
 def defaults() -> dict:
@@ -60,17 +80,18 @@ def load(path: str | None = None, overrides: Iterable[str] = (), **explicit) -> 
             raise ConfigError(f"cannot read config file {path}: {err.strerror}") from None
         if not isinstance(from_file, dict):
             raise ConfigError(f"config file {path} must hold a mapping of key: value")
-        layers.append((path, from_file))
+        layers.append((path, {_current_name(k, path): _converted(k, v) for k, v in from_file.items()}))
     from_set = {}
     for item in overrides:
-        key, _, text = item.partition("=")
-        if isinstance(config.get(key.strip()), str):
+        old, _, text = item.partition("=")
+        key = _current_name(old.strip(), "--set")
+        if isinstance(config.get(key), str):
             # A string key keeps its text as typed: "{hash}.jpg" is a template, not YAML.
             quoted = len(text) >= 2 and text[0] == text[-1] and text[0] in "'\""
-            from_set[key.strip()] = yaml.safe_load(text) if quoted else text
+            from_set[key] = yaml.safe_load(text) if quoted else text
             continue
-        key, value = parse_override(item)
-        from_set[key] = value
+        _, value = parse_override(item)
+        from_set[key] = _converted(old.strip(), value)
     layers.append(("--set", from_set))
     layers.append(("flags", {k: v for k, v in explicit.items() if v is not None}))
     for origin, layer in layers:
@@ -81,6 +102,10 @@ def load(path: str | None = None, overrides: Iterable[str] = (), **explicit) -> 
             config[key] = value
     return config
 
+
+def _converted(key: str, value):
+    """An old key's value in its new key's terms (``pos_alpha: 0.5`` is ``pos_power: -0.5``)."""
+    return RENAMED[key][1](value) if key in RENAMED else value
 
 
 _SECRET_WORDS = ("secret", "password", "access.key", "session.token", "credential", "token")

@@ -104,7 +104,7 @@ def parse_template(text: str | None, schema: pa.Schema | None = None) -> Templat
                           "in YAML and on the command line: --set \"images='{download_url}'\"")
     if not text or not str(text).strip():
         raise Im2vecError("images is not set: give a URI template over clean/ columns, e.g. "
-                          "--set images='file:///data/images/{photo_id}.jpg'")
+                          "--set image_uri='file:///data/images/{photo_id}.jpg'")
     text = str(text)
     parts: list[str | _Field] = []
     try:

@@ -34,7 +34,7 @@ def stage(name: str, config: dict, root: str, *, inputs: list[str] | None = None
     if name == "clean":
         kwargs["inputs"] = inputs
     if name == "sample":
-        kwargs["epochs"] = epochs or (1, int(config["epochs"]))
+        kwargs["epochs"] = epochs or (1, int(config["num_epochs"]))
     with progress.report(spark, name):
         manifest = job.run(spark, config, root, **kwargs)
     print(f"[im2vec] {name}: {manifest['rows_in']:,} rows in, {manifest['rows_out']:,} out, "
@@ -82,8 +82,8 @@ def everything(config: dict, root: str, inputs: list[str]) -> None:
     sample). A model from an earlier run is deleted first: the stages before it were made anew.
     """
     for name in STAGES:
-        if name == "features" and not config.get("images"):
-            print("[im2vec] features: SKIPPED: no image source; pass --set images=TEMPLATE "
+        if name == "features" and not config.get("image_uri"):
+            print("[im2vec] features: SKIPPED: no image source; pass --set image_uri=TEMPLATE "
                   "(sample then runs without a feature column, and there is nothing to train on)", file=sys.stderr)
             continue
         stage(name, config, root, inputs=inputs)

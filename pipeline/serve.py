@@ -94,11 +94,11 @@ def load(root: str) -> App:
     from pipeline import query
 
     root = storage.to_uri(root)
-    parameters = features_data.made_with(root)
-    if not parameters.get("images"):
+    text = features_data.image_uri(root)
+    if not text:
         raise Im2vecError(f"{features_data.DATASET.uri(root)} has no manifest naming the image template "
-                          "(parameters.images): run the features stage first")
-    template = imagesource.parse_template(parameters["images"])
+                          "(parameters.image_uri): run the features stage first")
+    template = imagesource.parse_template(text)
     model = query.load_model(root)
     index = query.load_index(root)
     photo_ids = np.asarray(index.photo_ids, dtype=np.int64)

@@ -15,7 +15,7 @@ command, so Airflow keeps its own environment and im2vec its pinned one). Each r
 3. ``delete_finished`` runs ``im2vec schedule --root ROOT --delete-only``, which deletes the epochs
    every live consumer has finished (keeping ``keep``), judged afresh.
 
-The policy (``ahead``, ``keep``, ``consumer_stale_seconds``, ``epochs``) is im2vec's config: give a
+The policy (``ahead``, ``keep``, ``consumer_stale_seconds``, ``num_epochs``) is im2vec's config: give a
 YAML file as the ``config`` param; all three steps read it (a profile's keys reach the sample step only).
 
 Params (defaults from the environment of the Airflow worker):

@@ -70,8 +70,17 @@ def read_rows(root: str, photo_ids=None) -> tuple[np.ndarray, np.ndarray]:
 
 
 def made_with(root: str) -> dict:
-    """The settings features/ was made with (its manifest's ``parameters``: images, cnn, min_side ...); {} without one."""
+    """The settings features/ was made with (its manifest's ``parameters``: image_uri, cnn, min_side ...); {} without one."""
     return (DATASET.manifest(root) or {}).get("parameters", {})
+
+
+def image_uri(root: str) -> str:
+    """The image URI template features/ read its images through; "" without one.
+
+    Manifests written before 0.2 call it ``images`` (the config key's old name).
+    """
+    parameters = made_with(root)
+    return parameters.get("image_uri") or parameters.get("images") or ""
 
 
 def present(root: str, photo_ids) -> np.ndarray:

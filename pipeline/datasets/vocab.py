@@ -4,7 +4,7 @@
     tag string       normalized (pipeline.tags)
     images long      photos carrying it; users long: distinct users carrying it
     neg_weight double  images ** neg_power (negatives are drawn by it)
-    pos_weight double  images ** -pos_alpha (positives are drawn by it)
+    pos_weight double  images ** pos_power (positives are drawn by it)
 
 vocab/'s manifest also vouches for tagged/ and zero_shot/, which the same stage writes.
 """

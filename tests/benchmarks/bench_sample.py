@@ -47,7 +47,7 @@ NEGATIVES, POSITIVES, SEED, EPOCH = 20, 2, 13, 1
 def time_stage(root: str) -> dict:
     """Three epochs in one session, as the schedule makes them: the first pays for JVM and Python
     worker warm-up; the faster of the next two is reported (the machine is shared)."""
-    config = make_config(partitions=CORES, negatives=NEGATIVES, positives=POSITIVES)
+    config = make_config(output_partitions=CORES, negatives=NEGATIVES, positives=POSITIVES)
     spark = session(config, "bench sample")
     started = time.time()
     inputs = sample.prepare(spark, config, root)

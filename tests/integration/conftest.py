@@ -21,7 +21,7 @@ IMAGES = 1500
 EPOCHS = 6
 SETTINGS = {"master": "local[2]", "spark.ui.enabled": "false", "seed": 24, "validation_fraction": 0.25,
             "test_fraction": 0.2, "zero_shot_fraction": 0.1, "wordvec_workers": 1, "row_group_mb": 1,
-            "partitions": 2, "batch_size": 64, "checkpoint_steps": 1000, "train_poll_seconds": 0.2,
+            "output_partitions": 2, "batch_size": 64, "checkpoint_steps": 1000, "train_poll_seconds": 0.2,
             "patience": 0}
 needs_openclipart = pytest.mark.skipif(not Path(openclipart.CORPUS_ROOT, "png").is_dir(),
                                        reason="apt-get install openclipart-svg openclipart-png")
@@ -41,7 +41,7 @@ def prepared(spark, tmp_path_factory) -> Path:
     demo = base / "demo"
     openclipart.write_demo_data(str(demo), limit=IMAGES)
     root = "file://" + str(base / "root")
-    config = make_config(images=f"file://{demo}/images/{{photo_id}}.png")
+    config = make_config(image_uri=f"file://{demo}/images/{{photo_id}}.png")
     clean.run(spark, config, root, inputs=[str(demo / "metadata.tsv")])
     vocab.run(spark, config, root)
     wordvec.run(spark, config, root)
@@ -61,8 +61,8 @@ def trained(spark, prepared, tmp_path_factory) -> dict:
 
     root = "file://" + str(tmp_path_factory.mktemp("trained") / "root")
     shutil.copytree(prepared, root[len("file://"):])
-    first = train.run(make_config(epochs=4), root)
+    first = train.run(make_config(num_epochs=4), root)
     after_first = json.loads(storage.read_text(storage.join(root, "model", "progress.json")))
-    second = train.run(make_config(epochs=EPOCHS), root)
+    second = train.run(make_config(num_epochs=EPOCHS), root)
     index.run(spark, make_config(), root)
     return {"root": root, "first": first, "after_first": after_first, "second": second}

@@ -54,7 +54,7 @@ def test_the_dag_loads_without_import_errors(airflow_venv, tmp_path):
 def test_a_dag_run_deletes_finished_epochs_and_samples_the_next_batch(airflow_venv, spark, tmp_path):
     root = "file://" + str(tmp_path / "run")
     write_inputs(root, images=1500)
-    settings = {"epochs": 4, "ahead": 2, "keep": 1, "partitions": 2, "spark.ui.enabled": False}
+    settings = {"num_epochs": 4, "ahead": 2, "keep": 1, "output_partitions": 2, "spark.ui.enabled": False}
     config_file = tmp_path / "im2vec.yaml"
     config_file.write_text(yaml.safe_dump(settings))
     sample.run(spark, make_config(**settings), root, epochs=(1, 2))

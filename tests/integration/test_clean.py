@@ -76,7 +76,7 @@ def test_counts_add_up_and_every_reject_has_file_line_reason_and_raw(spark, tmp_
     for r in rejects:
         assert r["raw"] == lines[r["line_number"] - 1]
         assert r["source_file"] == "file://" + path
-    assert sum(manifest["reasons"].values()) == manifest["rows_rejected"]
+    assert sum(manifest["rejects_by_reason"].values()) == manifest["rows_rejected"]
 
 
 def test_tags_decode_through_the_stage(spark, tmp_path, root):

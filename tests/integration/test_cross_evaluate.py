@@ -118,7 +118,7 @@ def openmoji_root(spark, tmp_path_factory):
     base = tmp_path_factory.mktemp("openmoji")
     openmoji.write_demo_data(str(base / "src"), limit=400)
     root = "file://" + str(base / "openmoji")
-    config = make_config(images=f"file://{base}/src/images/{{photo_id}}.png", zero_shot_fraction=0.0,
+    config = make_config(image_uri=f"file://{base}/src/images/{{photo_id}}.png", zero_shot_fraction=0.0,
                          test_fraction=0.5, validation_fraction=0.1)
     clean.run(spark, config, root, inputs=[str(base / "src" / "metadata.tsv")])
     vocab.run(spark, config, root)

@@ -34,9 +34,9 @@ def small_run(spark, tmp_path_factory) -> tuple[str, dict]:
     for image in sorted((demo / "images").iterdir())[:MISSING_IMAGES]:
         image.unlink()
     root = "file://" + str(base / "root")
-    config = make_config(images=f"file://{demo}/images/{{photo_id}}.png", min_images=2, min_users=1,
+    config = make_config(image_uri=f"file://{demo}/images/{{photo_id}}.png", min_images=2, min_users=1,
                          zero_shot_fraction=0.2, wordvec_source="learned", wordvec_min_count=1, vector_size=16,
-                         wordvec_epochs=1, epochs=1, partitions=1)
+                         wordvec_epochs=1, num_epochs=1, output_partitions=1)
     clean_job.run(spark, config, root, inputs=[str(demo / "metadata.tsv")])
     vocab_job.run(spark, config, root)
     wordvec_job.run(spark, config, root)

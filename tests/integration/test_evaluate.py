@@ -82,7 +82,7 @@ def make_run(folder: Path, zero_shot_fraction: float = 0.2) -> str:
         "photo_id": photo_ids, "user_id": [str(p) for p in photo_ids], "split": split,
         "tag_ids": pa.array(tag_ids, pa.list_(pa.int32()))}))
     write_parquet(folder / "features", pa.table({"photo_id": photo_ids, "feature": [npy_bytes(f) for f in features]}))
-    manifest(folder / "features", "features", parameters={"images": f"file://{images}/{{photo_id}}.png"})
+    manifest(folder / "features", "features", parameters={"image_uri": f"file://{images}/{{photo_id}}.png"})
     words = ["thing", *VOCAB[1:], *HELD_OUT, "unrelated"]
     (folder / "wordvec").mkdir()
     keyed_vectors(words, np.stack([vector_of.get(w, -vectors[0]) for w in words])).save(

@@ -66,7 +66,7 @@ def test_an_example_trains_beside_the_scheduler_and_beats_popularity(prepared, t
     shutil.copytree(prepared, tmp_path / "root", ignore=shutil.ignore_patterns("epochs", "model", "reports", "index",
                                                                                 "consumers"))
     root = "file://" + str(tmp_path / "root")
-    settings = {**SETTINGS, "epochs": EPOCHS, "ahead": 1, "keep": 0, "schedule_poll_seconds": 0.2}
+    settings = {**SETTINGS, "num_epochs": EPOCHS, "ahead": 1, "keep": 0, "schedule_poll_seconds": 0.2}
     with open(tmp_path / "schedule.log", "w") as log:
         scheduler = subprocess.Popen([IM2VEC, "schedule", "--root", root,
                                       *(a for k, v in settings.items() for a in ("--set", f"{k}={v}"))],

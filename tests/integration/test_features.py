@@ -125,7 +125,7 @@ def local_run(spark, tmp_path_factory):
         if blob is not None:
             (folder / f"{pid}.jpg").write_bytes(blob)
     write_clean(root, photo_id)
-    manifest = features.run(spark, make_config(images=f"file://{folder}/{{photo_id}}.jpg"), root)
+    manifest = features.run(spark, make_config(image_uri=f"file://{folder}/{{photo_id}}.jpg"), root)
     return {"root": root, "folder": folder, "manifest": manifest, "name_of": name_of, "good": good, "bad": bad}
 
 
@@ -134,7 +134,7 @@ def test_local_images_give_features_and_rejects_with_reasons(local_run, bare_mod
     assert manifest["rows_in"] == len(good) + len(bad)
     assert (manifest["rows_out"], manifest["rows_rejected"], manifest["already_present"]) == (len(good), len(bad), 0)
     assert manifest["rows_total"] == len(good) and manifest["feature_dim"] == 1280
-    assert manifest["reasons"] == {reason: 1 for _, reason in bad.values()}
+    assert manifest["rejects_by_reason"] == {reason: 1 for _, reason in bad.values()}
 
     rejects = read_rejects(local_run["root"])
     assert {name_of[p]: r for p, (_, r) in rejects.items()} == {n: r for n, (_, r) in bad.items()}
@@ -194,14 +194,14 @@ def test_incremental_run_extracts_only_new_photos(local_run, spark, tmp_path):
     missing = next(p for p, n in local_run["name_of"].items() if n == "missing.jpg")
     (folder / f"{missing}.jpg").write_bytes(local_run["good"]["dog.jpg"])
     write_clean(root, list(local_run["name_of"]) + list(new))
-    manifest = features.run(spark, make_config(images=f"file://{folder}/{{photo_id}}.jpg"), root)
+    manifest = features.run(spark, make_config(image_uri=f"file://{folder}/{{photo_id}}.jpg"), root)
 
     old_rejects = len(local_run["bad"])
     assert manifest["rows_in"] == len(local_run["name_of"]) + len(new)
     assert manifest["already_present"] == len(before)
     assert manifest["rows_out"] == len(new) + 1          # the new photos and the one that was missing
     assert manifest["rows_rejected"] == old_rejects - 1  # tried again, rejected again: their images are gone
-    assert manifest["reasons"] == {"missing": old_rejects - 1}
+    assert manifest["rejects_by_reason"] == {"missing": old_rejects - 1}
     after = read_features(root)
     assert set(after) == set(before) | set(new) | {missing} and manifest["rows_total"] == len(after)
     for pid, feature in before.items():
@@ -210,7 +210,7 @@ def test_incremental_run_extracts_only_new_photos(local_run, spark, tmp_path):
                                                            if n == list(local_run["good"])[0])])
 
     with pytest.raises(Im2vecError, match="cnn_input_size"):
-        features.run(spark, make_config(images=f"file://{folder}/{{photo_id}}.jpg", cnn_input_size=192), root)
+        features.run(spark, make_config(image_uri=f"file://{folder}/{{photo_id}}.jpg", cnn_input_size=192), root)
     assert storage.read_manifest(storage.join(root, "features"))["rows_total"] == len(after)
 
 
@@ -258,7 +258,7 @@ def test_s3_images_through_moto_server(spark, tmp_path, monkeypatch, bare_model)
         server.stop()
 
     assert (manifest["rows_out"], manifest["rows_rejected"]) == (len(names), 3)
-    assert manifest["reasons"] == {"missing": 1, "no_uri": 1, "not_an_image": 1}
+    assert manifest["rejects_by_reason"] == {"missing": 1, "no_uri": 1, "not_an_image": 1}
     rejects = read_rejects(root)
     assert rejects[5] == ("s3://multimedia-commons/data/images/012/345/0123456789abcdef.jpg", "missing")
     assert rejects[6] == (None, "no_uri")
@@ -297,7 +297,7 @@ def test_http_images_from_download_url(spark, tmp_path, bare_model):
         manifest = features.run(spark, make_config(images="'{download_url}'", fetch_timeout=5), root)
     finally:
         server.shutdown()
-    assert (manifest["rows_out"], manifest["reasons"]) == (2, {"missing": 1, "fetch_failed": 1})
+    assert (manifest["rows_out"], manifest["rejects_by_reason"]) == (2, {"missing": 1, "fetch_failed": 1})
     assert {p: r for p, (_, r) in read_rejects(root).items()} == {13: "missing", 14: "fetch_failed"}
     np.testing.assert_allclose(read_features(root)[11].astype(np.float32), reference(bare_model, good["kite.jpg"]),
                                rtol=2e-3, atol=2e-3)
@@ -307,10 +307,10 @@ def test_cli_features_with_images_template(spark, local_run, tmp_path):
     root = str(tmp_path / "run")
     shutil.copytree(storage.filesystem(storage.join(local_run["root"], "clean"))[1], f"{root}/clean")
     assert cli.main(["features", "--root", root, "--master", "local[2]",
-                     "--set", f"images=file://{local_run['folder']}/{{photo_id}}.jpg", "--set", "cnn_batch_size=4"]) == 0
+                     "--set", f"image_uri=file://{local_run['folder']}/{{photo_id}}.jpg", "--set", "cnn_batch_size=4"]) == 0
     manifest = storage.read_manifest(storage.join(storage.to_uri(root), "features"))
     assert (manifest["rows_out"], manifest["rows_rejected"]) == (len(local_run["good"]), len(local_run["bad"]))
-    assert cli.main(["features", "--root", root, "--set", "images=file:///x/{nope}.jpg"]) == 2
+    assert cli.main(["features", "--root", root, "--set", "image_uri=file:///x/{nope}.jpg"]) == 2
 
 
 def test_sample_stage_reads_these_features(spark, local_run, tmp_path):
@@ -355,7 +355,7 @@ def test_bad_cnn_fails_on_the_driver_before_any_spark_job(spark, tmp_path, cnn, 
     context.setJobGroup(group, "features with a bad cnn")
     try:
         with pytest.raises(Im2vecError, match=message.replace("(", r"\(").replace(")", r"\)")):
-            features.run(spark, make_config(cnn=cnn, images=f"file://{tmp_path}/{{photo_id}}.jpg"), root)
+            features.run(spark, make_config(cnn=cnn, image_uri=f"file://{tmp_path}/{{photo_id}}.jpg"), root)
         assert context.statusTracker().getJobIdsForGroup(group) == []
         spark.range(3).count()   # and the group does see a job when one runs
         assert context.statusTracker().getJobIdsForGroup(group)

@@ -53,12 +53,12 @@ def test_placeholders_are_rejected_as_unavailable_and_counted(spark, tmp_path):
     root = "file://" + str(tmp_path / "run")
     write_clean(root, list(blobs))
     fingerprint = placeholder.fingerprint(images.decoded_image(blobs[2]))
-    config = make_config(images=f"file://{folder}/{{photo_id}}.img")
+    config = make_config(image_uri=f"file://{folder}/{{photo_id}}.img")
     config["unavailable_fingerprints"] = [fingerprint]
 
     manifest = features.run(spark, config, root)
     assert (manifest["rows_in"], manifest["rows_out"], manifest["rows_rejected"]) == (4, 2, 2)
-    assert manifest["reasons"] == {"unavailable": 2}
+    assert manifest["rejects_by_reason"] == {"unavailable": 2}
     assert manifest["parameters"]["unavailable_fingerprints"] == [fingerprint]
     assert read_rejects(root) == {2: "unavailable", 3: "unavailable"}
     assert read_feature_ids(root) == {1, 4}
@@ -73,7 +73,7 @@ def test_placeholders_are_rejected_as_unavailable_and_counted(spark, tmp_path):
 def test_a_malformed_fingerprint_fails_before_any_spark_job(spark, tmp_path):
     root = "file://" + str(tmp_path / "run")
     write_clean(root, [1])
-    config = make_config(images=f"file://{tmp_path}/{{photo_id}}.jpg")
+    config = make_config(image_uri=f"file://{tmp_path}/{{photo_id}}.jpg")
     config["unavailable_fingerprints"] = ["500x374:nothex"]
     with pytest.raises(Im2vecError, match="unavailable_fingerprints"):
         features.run(spark, config, root)

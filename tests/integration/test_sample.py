@@ -147,9 +147,9 @@ def test_draws_respect_own_tags_and_counts_add_up(plain):
     sizes = {p: len(t) for p, t in own.items()}
     manifest = storage.read_manifest(sample.epoch_uri(plain["one"], 1))
     assert manifest["rows_in"] == len(own)
-    assert manifest["rejected"] == {"no_tags": sum(n == 0 for n in sizes.values()),
+    assert manifest["rejects_by_reason"] == {"no_tags": sum(n == 0 for n in sizes.values()),
                                     "every_tag": sum(n == VOCAB_SIZE for n in sizes.values())}
-    assert manifest["rejected"]["every_tag"] == 1
+    assert manifest["rejects_by_reason"]["every_tag"] == 1
     assert manifest["rows_out"] == table.num_rows == len(own) - manifest["rows_rejected"]
     assert (manifest["epoch"], manifest["positives"], manifest["negatives"], manifest["seed"]) == (1, 2, 20, 13)
     summary = plain["summary"]
@@ -179,13 +179,13 @@ def test_features_are_joined_converted_and_read_by_petastorm(spark, tmp_path):
 
     root = "file://" + str(tmp_path / "run")
     truth = write_inputs(root, spark=spark, feature_dim=FEATURE_DIM, seed=1)
-    cli.main(["sample", "--root", root, "--epochs", "3-3", "--set", "master=local[2]", "--set", "partitions=2"])
+    cli.main(["sample", "--root", root, "--epochs", "3-3", "--set", "master=local[2]", "--set", "output_partitions=2"])
     manifest = storage.read_manifest(sample.epoch_uri(root, 3))
     own = train_truth(truth)
     index = {int(p): i for i, p in enumerate(truth["photo_id"])}
     usable = [p for p, tags in own.items() if 0 < len(tags) < VOCAB_SIZE]
     assert manifest["rows_in"] == len(own) == manifest["rows_out"] + manifest["rows_rejected"]
-    assert manifest["rejected"]["no_features"] == sum(not truth["has_feature"][index[p]] for p in usable)
+    assert manifest["rejects_by_reason"]["no_features"] == sum(not truth["has_feature"][index[p]] for p in usable)
     assert manifest["rows_out"] == sum(truth["has_feature"][index[p]] for p in usable)
     assert manifest["feature_dim"] == FEATURE_DIM
 

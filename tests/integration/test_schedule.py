@@ -27,7 +27,7 @@ def complete_epochs(root: str) -> list[int]:
 
 def test_once_keeps_ahead_deletes_behind_and_remakes_partial_epochs(spark, root):
     write_inputs(root, images=1500)
-    config = make_config(epochs=4, ahead=2, keep=1, partitions=2)
+    config = make_config(num_epochs=4, ahead=2, keep=1, output_partitions=2)
     # Debris of a killed run: a staging folder and an epoch folder without a manifest.
     epochs_dir = Path(storage.filesystem(storage.join(root, "epochs"))[1])
     (epochs_dir / "_staging-epoch=00002-deadbeef0000").mkdir(parents=True)
@@ -45,13 +45,13 @@ def test_once_keeps_ahead_deletes_behind_and_remakes_partial_epochs(spark, root)
     assert [m["epoch"] for m in made] == [3, 4]
     assert sorted(epochs.folders(root)) == [2, 3, 4]  # epoch 1 <= 2 - keep is gone
     set_progress(root, 4)
-    assert schedule.run(make_config(epochs=4, ahead=2, keep=0), root) == []  # not --once: exits, all made
+    assert schedule.run(make_config(num_epochs=4, ahead=2, keep=0), root) == []  # not --once: exits, all made
     assert epochs.folders(root) == {}
 
 
 def test_two_consumers_at_different_speeds_and_one_going_stale(spark, root):
     write_inputs(root, images=1500)
-    config = make_config(epochs=6, ahead=2, keep=0, partitions=2, consumer_stale_seconds=600)
+    config = make_config(num_epochs=6, ahead=2, keep=0, output_partitions=2, consumer_stale_seconds=600)
     consumers.report(root, "fast", 0)
     consumers.report(root, "slow", 0)
     assert [m["epoch"] for m in schedule.run(config, root, once=True)] == [1, 2]
@@ -77,13 +77,13 @@ def test_with_submit_each_batch_is_a_spark_application_of_its_own(root, monkeypa
     monkeypatch.setenv("IM2VEC_LOCAL_MASTER", "local[2]")
     monkeypatch.setenv("SPARK_DRIVER_MEMORY", "1g")
     consumers.report(root, "trainer", 0)
-    settings = ["--set", "partitions=2", "--set", "spark.ui.enabled=false"]
-    made = schedule.run(make_config(epochs=3, ahead=2, keep=0), root, once=True, submit="local", stage_args=settings)
+    settings = ["--set", "output_partitions=2", "--set", "spark.ui.enabled=false"]
+    made = schedule.run(make_config(num_epochs=3, ahead=2, keep=0), root, once=True, submit="local", stage_args=settings)
     assert [m["epoch"] for m in made] == [1, 2] and complete_epochs(root) == [1, 2]
     # One `im2vec sample --epochs 1-2` application made both (its summary manifest lists them).
     assert [e["epoch"] for e in storage.read_manifest(storage.join(root, "epochs"))["epochs"]] == [1, 2]
     consumers.report(root, "trainer", 2)
-    made = schedule.run(make_config(epochs=3, ahead=2, keep=0), root, once=True, submit="local", stage_args=settings)
+    made = schedule.run(make_config(num_epochs=3, ahead=2, keep=0), root, once=True, submit="local", stage_args=settings)
     assert [m["epoch"] for m in made] == [3] and sorted(epochs.folders(root)) == [3]
 
 
@@ -91,7 +91,7 @@ def test_a_killed_schedule_restarts_and_ends_with_exactly_the_right_epochs(spark
     root = "file://" + str(tmp_path / "run")
     write_inputs(root, images=10000)
     command = [IM2VEC, "schedule", "--root", root, *sum((["--set", s] for s in (
-        "master=local[2]", "epochs=3", "ahead=3", "partitions=2", "spark.ui.enabled=false",
+        "master=local[2]", "num_epochs=3", "ahead=3", "output_partitions=2", "spark.ui.enabled=false",
         "schedule_poll_seconds=0.2")), [])]
     epochs_dir = tmp_path / "run" / "epochs"
     with open(tmp_path / "first.log", "w") as out:

@@ -80,7 +80,7 @@ def root(tmp_path_factory) -> str:
         np.save(buffer, row)
         encoded.append(buffer.getvalue())
     write_parquet(storage.join(root, "features"), pa.table({"photo_id": photo_ids, "feature": pa.array(encoded, pa.binary())}),
-                  "features", parameters={"images": f"file://{base}/images/{{photo_id}}.png"},
+                  "features", parameters={"image_uri": f"file://{base}/images/{{photo_id}}.png"},
                   feature_dim=features.shape[1])
 
     tags = [*COLOURS, *SHAPES]

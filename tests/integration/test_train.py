@@ -93,7 +93,7 @@ def test_the_default_joint_training_moves_the_table_a_little(trained):
 
 
 def test_a_frozen_table_is_the_wordvec_table_and_still_learns(run_root):
-    manifest = train.run(make_config(epochs=3, tag_learning_rate=0), run_root)
+    manifest = train.run(make_config(num_epochs=3, tag_learning_rate=0), run_root)
     saved = np.load(Path(storage.filesystem(run_root)[1]) / "model" / "tag_vectors.npy")
     assert np.array_equal(saved, tag_vectors_of(run_root))
     assert manifest["tag_cosine_to_initial"] == pytest.approx(1.0)
@@ -111,7 +111,7 @@ def test_early_stopping_exports_the_best_epoch_not_the_last(run_root, monkeypatc
                 "val_f1": f1_by_epoch[len(tables) - 1]}
 
     monkeypatch.setattr(train, "validate", scripted)
-    manifest = train.run(make_config(epochs=EPOCHS, patience=2), run_root)
+    manifest = train.run(make_config(num_epochs=EPOCHS, patience=2), run_root)
     # epoch 2 is best; epochs 3 and 4 do not beat it, so training stops after epoch 4
     assert [h["epoch"] for h in progress(run_root)["history"]] == [1, 2, 3, 4]
     assert manifest["epoch"] == 4 and manifest["best_epoch"] == 2 and manifest["val_f1"] == 0.30
@@ -120,7 +120,7 @@ def test_early_stopping_exports_the_best_epoch_not_the_last(run_root, monkeypatc
     np.testing.assert_array_equal(saved, tables[1])
     assert not np.array_equal(saved, tables[3])
     # started again, it does not train on: patience is already spent
-    assert train.run(make_config(epochs=EPOCHS, patience=2), run_root)["epoch"] == 4
+    assert train.run(make_config(num_epochs=EPOCHS, patience=2), run_root)["epoch"] == 4
     assert len(tables) == 4
 
 
@@ -137,7 +137,7 @@ def test_a_second_run_resumes_where_the_first_stopped(trained):
 def test_a_killed_trainer_resumes_from_its_last_checkpoint(run_root):
     import tensorflow as tf
 
-    overrides = [f"{k}={v}" for k, v in {**SETTINGS, "epochs": 3, "checkpoint_steps": 7}.items()]
+    overrides = [f"{k}={v}" for k, v in {**SETTINGS, "num_epochs": 3, "checkpoint_steps": 7}.items()]
     script = ("import sys; from pipeline import config; from model import train; "
               "train.run(config.load(overrides=sys.argv[2:]), sys.argv[1])")
     child = subprocess.Popen([sys.executable, "-c", script, run_root, *overrides], stdout=subprocess.DEVNULL,
@@ -161,7 +161,7 @@ def test_a_killed_trainer_resumes_from_its_last_checkpoint(run_root):
     killed_step = int(reader.get_tensor("step/.ATTRIBUTES/VARIABLE_VALUE"))
     killed_epoch = int(reader.get_tensor("epoch/.ATTRIBUTES/VARIABLE_VALUE"))
     assert killed_step > per_epoch and killed_epoch >= 1
-    manifest = train.run(make_config(epochs=3), run_root)
+    manifest = train.run(make_config(num_epochs=3), run_root)
     # The unfinished epoch starts over from its beginning; the step counter goes on from the checkpoint.
     assert manifest["step"] == killed_step + (3 - killed_epoch) * per_epoch
     history = progress(run_root)["history"]
@@ -181,7 +181,7 @@ def test_joint_training_moves_only_the_rows_it_trained(run_root):
                                      pa.ListArray.from_arrays(lists.offsets, values))
         pq.write_table(table, path)
     initial = tag_vectors_of(run_root)
-    manifest = train.run(make_config(epochs=1, tag_learning_rate=0.05), run_root)
+    manifest = train.run(make_config(num_epochs=1, tag_learning_rate=0.05), run_root)
     trained_vectors = np.load(Path(storage.filesystem(run_root)[1]) / "model" / "tag_vectors.npy")
     assert np.array_equal(trained_vectors[named:], initial[named:])
     assert np.all(np.any(trained_vectors[:named] != initial[:named], axis=1))
@@ -194,7 +194,7 @@ def test_the_trainer_waits_for_an_epoch_the_scheduler_has_not_finished(run_root,
     hidden = manifest_path.with_name("manifest.hidden")
     manifest_path.rename(hidden)
     outcome = {}
-    trainer = threading.Thread(target=lambda: outcome.update(train.run(make_config(epochs=2), run_root)))
+    trainer = threading.Thread(target=lambda: outcome.update(train.run(make_config(num_epochs=2), run_root)))
     trainer.start()
     deadline = time.time() + 120
     while time.time() < deadline and not (storage.exists(storage.join(run_root, "model", "progress.json"))
@@ -237,7 +237,7 @@ def test_two_workers_train_data_parallel_with_identical_tables(run_root, tmp_pat
     import tensorflow as tf
 
     cluster = {"worker": [f"localhost:{free_port()}", f"localhost:{free_port()}"]}
-    overrides = [f"{k}={v}" for k, v in {**SETTINGS, "epochs": 1, "tag_learning_rate": 0.05}.items()]
+    overrides = [f"{k}={v}" for k, v in {**SETTINGS, "num_epochs": 1, "tag_learning_rate": 0.05}.items()]
     script = ("import sys, json; from pipeline import config; from model import train; "
               "m = train.run(config.load(overrides=sys.argv[2:]), sys.argv[1]); print(json.dumps(m['step']))")
     workers = [subprocess.Popen(

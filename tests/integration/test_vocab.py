@@ -40,7 +40,7 @@ def test_vocab_filters_by_images_and_users_and_orders_ids(spark, tmp_path, root)
     lines.append(line(25, photo_id=pid, user_id="9@N03", tags=("rare",)))   # 1 image, 1 user
     (tmp_path / "m.tsv").write_text("\n".join(lines) + "\n")
     clean.run(spark, cfg(), root, [str(tmp_path / "m.tsv")])
-    manifest = vocab.run(spark, cfg("min_images=2", "min_users=2", "pos_alpha=0.5"), root)
+    manifest = vocab.run(spark, cfg("min_images=2", "min_users=2", "pos_power=-0.5"), root)
 
     table = read(root, "vocab").sort_by("tag_id").to_pylist()
     assert [(r["tag_id"], r["tag"], r["images"], r["users"]) for r in table] == [
@@ -76,9 +76,9 @@ def test_split_is_by_user_and_roughly_the_configured_fractions(spark, synth_root
 
 
 def test_ids_and_split_are_stable_across_reruns_and_partitionings(spark, synth_root):
-    vocab.run(spark, cfg("partitions=1"), synth_root)
+    vocab.run(spark, cfg("output_partitions=1"), synth_root)
     v1, t1 = read(synth_root, "vocab"), read(synth_root, "tagged").sort_by("photo_id")
-    vocab.run(spark, cfg("partitions=5", "spark.sql.shuffle.partitions=7"), synth_root)
+    vocab.run(spark, cfg("output_partitions=5", "spark.sql.shuffle.partitions=7"), synth_root)
     v2, t2 = read(synth_root, "vocab"), read(synth_root, "tagged").sort_by("photo_id")
     assert v1.sort_by("tag_id").equals(v2.sort_by("tag_id"))
     assert t1.equals(t2)
@@ -97,7 +97,7 @@ def test_synthetic_counts_add_up_against_the_generator(spark, tmp_path):
     assert manifest["rows_in"] == counts["rows"]
     assert manifest["videos"] == counts["videos"]
     assert manifest["rows_out"] == counts["photos"]
-    assert manifest["reasons"] == {k: v for k, v in counts["malformed"].items() if v}
+    assert manifest["rejects_by_reason"] == {k: v for k, v in counts["malformed"].items() if v}
 
 
 def test_synthetic_layouts_give_the_same_clean_rows(spark, tmp_path):
@@ -136,7 +136,7 @@ def test_zero_shot_tags_are_held_out_of_the_vocabulary_and_of_tagged(spark, synt
     assert seen.isdisjoint(held["tag"]) and len(seen) > 0.9 * len(kept)
     assert manifest["rows_in"] == manifest["rows_out"] + manifest["untagged"]
     # The same tags on a re-run.
-    vocab.run(spark, cfg("zero_shot_fraction=0.2", "partitions=3"), synth_root)
+    vocab.run(spark, cfg("zero_shot_fraction=0.2", "output_partitions=3"), synth_root)
     assert sorted(read(synth_root, "zero_shot")["tag"].to_pylist()) == sorted(held["tag"])
     with pytest.raises(Im2vecError, match="zero_shot_fraction"):
         vocab.run(spark, cfg("zero_shot_fraction=1"), synth_root)

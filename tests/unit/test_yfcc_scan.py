@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from jobs.clean import plan_splits, read_split
+from jobs.clean import plan_byte_ranges, read_byte_range
 from pipeline import tags, yfcc, yfcc_scan as scan
 from tests.yfcc_rows import line
 
@@ -146,17 +146,17 @@ def awkward_file(tmp_path, ending: bytes):
 def test_every_split_size_parses_every_line_once(tmp_path, ending):
     path = awkward_file(tmp_path, ending)
     size = path.stat().st_size
-    for split_bytes in [13, 37, 100, 211, 333, 334, 500, 777, 1000, 1500, size - 1, size, size + 1]:
+    for range_bytes in [13, 37, 100, 211, 333, 334, 500, 777, 1000, 1500, size - 1, size, size + 1]:
         kept, rejected = [], []
-        for source, start, length in plan_splits([path.as_uri()], split_bytes):
-            lines = read_split(source, start, length)
+        for source, start, length in plan_byte_ranges([path.as_uri()], range_bytes):
+            lines = read_byte_range(source, start, length)
             out = yfcc.parse_lines(lines, 25, **OPTIONS)
             kept += out["clean"]["photo_id"].to_pylist()
             rejected += [(raw.rstrip("\r\n"), reason) for raw, reason
                          in zip(lines.take(pa.array(out["rejected"])).to_pylist(), out["reasons"])]
             assert len(lines) == out["clean"].num_rows + len(out["rejected"]) + out["videos"]
-        assert kept == [1, 2, 5, 6], split_bytes
-        assert [reason for _, reason in rejected] == ["field_count"] * 4 + ["bad_photo_id"], split_bytes
+        assert kept == [1, 2, 5, 6], range_bytes
+        assert [reason for _, reason in rejected] == ["field_count"] * 4 + ["bad_photo_id"], range_bytes
         assert rejected[0][0] == "" and rejected[1][0].startswith("0\t3\t")
 
 
