@@ -25,6 +25,7 @@ from PIL import Image
 
 from jobs import features
 from pipeline import Im2vecError, cli, config as configuration, images, spark as spark_session, storage, yfcc
+from pipeline.datasets import encoding, epochs
 
 DARKNET = "/usr/share/darknet/data"
 OPENCLIPART = "/usr/share/openclipart/png"
@@ -334,11 +335,12 @@ def test_sample_stage_reads_these_features(spark, local_run, tmp_path):
                                rows_rejected=0, parameters={}, inputs=[], started=time.time())
     manifest = sample.run(spark, make_config(negatives=2, positives=1), root, epochs=(1, 1))
     assert manifest["rows_out"] == len(local_run["good"])
-    folder = storage.filesystem(sample.epoch_uri(root, 1))[1]
+    folder = storage.filesystem(epochs.uri(root, 1))[1]
     epoch = pa.concat_tables([pq.read_table(f) for f in sorted(glob.glob(f"{folder}/part-*.parquet"))])
     extracted = read_features(local_run["root"])
-    for pid, raw in zip(epoch["photo_id"].to_pylist(), epoch["feature"].to_pylist()):
-        np.testing.assert_array_equal(np.frombuffer(raw, "<f2"), extracted[pid])
+    # Epochs store features as features/ does (Petastorm's NdarrayCodec: a .npy header, then float16[D]).
+    for pid, feature in zip(epoch["photo_id"].to_pylist(), encoding.decode_ndarray(epoch["feature"])):
+        np.testing.assert_array_equal(feature, extracted[pid])
 
 
 # --- a bad CNN fails on the driver -------------------------------------------------------------------
