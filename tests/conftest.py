@@ -26,6 +26,18 @@ def spark():
 
 
 @pytest.fixture
+def small_byte_ranges(spark):
+    """Call it with a size in bytes: Spark then cuts even small input files into byte ranges (tasks)
+    of that size, so line numbering across ranges is exercised; undone after the test."""
+    def cut(size: int) -> None:
+        spark.conf.set("spark.sql.files.maxPartitionBytes", str(size))
+        spark.conf.set("spark.sql.files.openCostInBytes", "0")
+    yield cut
+    spark.conf.unset("spark.sql.files.maxPartitionBytes")
+    spark.conf.unset("spark.sql.files.openCostInBytes")
+
+
+@pytest.fixture
 def root(tmp_path):
     """A fresh run root URI (file://) in a temporary folder."""
     return "file://" + str(tmp_path / "run")

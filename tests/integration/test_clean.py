@@ -27,13 +27,9 @@ MALFORMED[2] = (line(25, photo_id=999) + "\tsurplus", "field_count")
 
 
 @pytest.fixture
-def small_splits(spark):
-    """Make Spark cut even small files into several input splits (line numbers must survive)."""
-    spark.conf.set("spark.sql.files.maxPartitionBytes", "8192")
-    spark.conf.set("spark.sql.files.openCostInBytes", "0")
-    yield
-    spark.conf.unset("spark.sql.files.maxPartitionBytes")
-    spark.conf.unset("spark.sql.files.openCostInBytes")
+def small_splits(small_byte_ranges):
+    """Several byte ranges even for small files (line numbers must survive)."""
+    small_byte_ranges(8192)
 
 
 def write_lines(path, lines, compress=False):

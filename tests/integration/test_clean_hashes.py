@@ -44,12 +44,8 @@ def write(path, lines, compress):
 
 
 @pytest.fixture
-def small_splits(spark):
-    spark.conf.set("spark.sql.files.maxPartitionBytes", "1024")
-    spark.conf.set("spark.sql.files.openCostInBytes", "0")
-    yield
-    spark.conf.unset("spark.sql.files.maxPartitionBytes")
-    spark.conf.unset("spark.sql.files.openCostInBytes")
+def small_splits(small_byte_ranges):
+    small_byte_ranges(1024)
 
 
 @pytest.mark.parametrize("compress", [False, True], ids=["plain", "bz2"])

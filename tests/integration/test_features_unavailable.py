@@ -1,36 +1,16 @@
 """The features stage rejects a photo host's placeholder for a removed photo (reason unavailable), by its pixels."""
 import os
-import time
 
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from jobs import features
-from pipeline import Im2vecError, config as configuration, images, placeholder, storage, yfcc
+from pipeline import Im2vecError, images, placeholder, storage
+from tests.integration.test_features import make_config, write_clean
 from tests.placeholder_image import encoded, placeholder as lookalike
 
 DARKNET = "/usr/share/darknet/data"
 pytestmark = pytest.mark.skipif(not os.path.isdir(DARKNET), reason="Debian's darknet data is not installed")
-
-
-def write_clean(root: str, photo_id) -> None:
-    """ROOT/clean/ in CLEAN_SCHEMA with only photo_id and user_id set, and its manifest."""
-    n = len(photo_id)
-    columns = {f.name: pa.nulls(n, f.type) for f in yfcc.CLEAN_SCHEMA}
-    columns["photo_id"] = pa.array(photo_id, pa.int64())
-    columns["user_id"] = pa.array([f"{p % 5}@N00" for p in photo_id])
-    uri = storage.join(root, "clean")
-    folder = storage.filesystem(uri)[1]
-    os.makedirs(folder)
-    pq.write_table(pa.table(columns, schema=yfcc.CLEAN_SCHEMA), f"{folder}/part-00000.parquet")
-    storage.write_manifest(uri, "clean", rows_in=n, rows_out=n, rows_rejected=0, parameters={}, inputs=[],
-                           started=time.time())
-
-
-def make_config(**overrides) -> dict:
-    return configuration.load(overrides=[f"{k}={v}" for k, v in {"master": "local[2]", "spark.ui.enabled": "false",
-                                                                  "cnn_batch_size": 4, **overrides}.items()])
 
 
 def read_rejects(root: str) -> dict[int, str]:
