@@ -179,7 +179,8 @@ def test_joint_training_moves_only_the_rows_it_trained(run_root):
             values = pa.array(lists.flatten().to_numpy() % named)
             table = table.set_column(table.schema.get_field_index(column), column,
                                      pa.ListArray.from_arrays(lists.offsets, values))
-        pq.write_table(table, path)
+        # Same row groups as the sample stage wrote: the epoch's Petastorm metadata counts them.
+        pq.write_table(table, path, row_group_size=pq.ParquetFile(path).metadata.row_group(0).num_rows)
     initial = tag_vectors_of(run_root)
     manifest = train.run(make_config(num_epochs=1, tag_learning_rate=0.05), run_root)
     trained_vectors = np.load(Path(storage.filesystem(run_root)[1]) / "model" / "tag_vectors.npy")
