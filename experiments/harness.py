@@ -95,10 +95,11 @@ def load_corpus(root: str) -> Corpus:
 
     from model import data
     from pipeline import query, storage
+    from pipeline.datasets import wordvec
 
     root = storage.to_uri(root)
     vocab = data.read_vocab(root)
-    initial = data.read_tag_vectors(root, vocab.num_rows)
+    initial = wordvec.read_tag_vectors(root, vocab.num_rows)
     photo_ids, features = query.read_features(root)
     position = {int(p): i for i, p in enumerate(photo_ids.tolist())}
     tagged = ds.dataset(storage.filesystem(storage.join(root, "tagged"))[1], format="parquet").to_table().to_pydict()

@@ -135,11 +135,12 @@ def evaluate_run(ctx: Context, result: dict) -> dict:
         if name == "test":
             import functools
 
-            from model import baselines, evaluate
+            from model import baselines
+            from pipeline.datasets import zero_shot
             from pipeline import query
 
             model = query.Model(projection=proj, tag_vectors=tv, tag_bias=bias, tags=c.tags, words=ctx.words)
-            held = evaluate.held_out_tags(c.root)
+            held = zero_shot.held_out_tags(c.root)
             zero = baselines.zero_shot(e, s.photo_id, held, functools.partial(query.word_vector, model),
                                        query.photo_tags(c.root, s.photo_id)) if held else {}
             out["zero_shot"] = {k: zero.get(k) for k in ("f1", "p_at_5", "map", "map_random", "relevant_in_test")}

@@ -26,12 +26,11 @@ import warnings
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.dataset as ds
+
 import tensorflow as tf
 
-from pipeline import Im2vecError, sampling, storage
-from pipeline.datasets import encoding
-from pipeline.storage import epoch_uri  # noqa: F401  (the sample stage's layout; data.epoch_uri for callers)
+from pipeline import sampling, storage
+from pipeline.datasets import encoding, features as features_data, tagged as tagged_data, vocab as vocab_data
 
 COLUMNS = ("feature", "pos_ids", "neg_ids")
 
@@ -233,29 +232,7 @@ def bytes_to_float16(feature_bytes: tf.Tensor, feature_dim: int) -> tf.Tensor:
 
 def read_vocab(root: str) -> pa.Table:
     """ROOT/vocab/ in tag_id order: tag_id, tag, images, neg_weight, pos_weight (tag_id runs 0..V-1)."""
-    uri = storage.join(root, "vocab")
-    if storage.read_manifest(uri) is None:
-        raise Im2vecError(f"{uri} is missing or incomplete: run `im2vec vocab` first")
-    fs, path = storage.filesystem(uri)
-    table = ds.dataset(path, filesystem=fs, format="parquet").to_table(
-        columns=["tag_id", "tag", "images", "neg_weight", "pos_weight"]).sort_by("tag_id")
-    if not np.array_equal(table.column("tag_id").to_numpy(), np.arange(table.num_rows)):
-        raise Im2vecError(f"{uri}: tag_id must run 0..V-1 without gaps")
-    return table
-
-
-def read_tag_vectors(root: str, vocab_size: int) -> np.ndarray:
-    """The wordvec stage's tag vectors (ROOT/wordvec/vectors/) as float32[V, d], row = tag_id."""
-    uri = storage.join(root, "wordvec")
-    if storage.read_manifest(uri) is None:
-        raise Im2vecError(f"{uri} is missing or incomplete: run `im2vec wordvec` first")
-    fs, path = storage.filesystem(storage.join(uri, "vectors"))
-    table = ds.dataset(path, filesystem=fs, format="parquet").to_table(columns=["tag_id", "vector"]).sort_by("tag_id")
-    if not np.array_equal(table.column("tag_id").to_numpy(), np.arange(vocab_size)):
-        raise Im2vecError(f"{uri} has {table.num_rows:,} tag vectors for a vocabulary of {vocab_size:,} tags: "
-                          "run `im2vec wordvec` again after `im2vec vocab`")
-    values = table.column("vector").combine_chunks().flatten().to_numpy()
-    return values.reshape(vocab_size, -1).astype(np.float32)
+    return vocab_data.read(root, ["tag_id", "tag", "images", "neg_weight", "pos_weight"])
 
 
 def train_tag_counts(root: str, vocab_size: int) -> np.ndarray:
@@ -264,11 +241,8 @@ def train_tag_counts(root: str, vocab_size: int) -> np.ndarray:
     The popularity baseline ranks by these: the vocabulary's own counts include the validation
     images, which would let the baseline peek at the answers.
     """
-    fs, path = storage.filesystem(storage.join(root, "tagged"))
     counts = np.zeros(vocab_size, dtype=np.int64)
-    scanner = ds.dataset(path, filesystem=fs, format="parquet").scanner(
-        columns=["tag_ids"], filter=pc.field("split") == "train")
-    for batch in scanner.to_batches():
+    for batch in tagged_data.split_batches(root, "train"):
         counts += np.bincount(batch.column(0).flatten().to_numpy(), minlength=vocab_size)[:vocab_size]
     return counts
 
@@ -291,31 +265,22 @@ def validation_set(root: str, vocab: pa.Table, *, limit: int, seed: int, positiv
         ``neg_ids`` int32[N, K]. N may be 0.
     """
     size = vocab.num_rows
-    tagged_uri, features_uri = storage.join(root, "tagged"), storage.join(root, "features")
-    if storage.read_manifest(features_uri) is None:
-        raise Im2vecError(f"{features_uri} is missing or incomplete: run `im2vec features` first")
-    fs, path = storage.filesystem(tagged_uri)
-    tagged = ds.dataset(path, filesystem=fs, format="parquet").to_table(
-        columns=["photo_id", "user_id", "tag_ids"], filter=pc.field("split") == "validation")
+    features_data.DATASET.require(root)
+    tagged = tagged_data.read_split(root, "validation", ["photo_id", "user_id", "tag_ids"])
     counts = pc.fill_null(pc.list_value_length(tagged.column("tag_ids")), 0).to_numpy()
     tagged = tagged.filter(pa.array((counts > 0) & (counts < size)))
-    photo_id = tagged.column("photo_id").to_numpy()
-    fs, path = storage.filesystem(features_uri)
-    with_feature = ds.dataset(path, filesystem=fs, format="parquet").to_table(
-        columns=["photo_id"], filter=pc.field("photo_id").isin(pa.array(photo_id))).column("photo_id").to_numpy()
-    tagged = tagged.filter(pa.array(np.isin(photo_id, with_feature)))
+    tagged = tagged.filter(pa.array(features_data.present(root, tagged.column("photo_id").to_numpy())))
     if user_cap > 0:
         kept = cap_per_user(tagged.column("photo_id").to_numpy(),
                             tagged.column("user_id").to_numpy(zero_copy_only=False), user_cap, seed)
         tagged = tagged.take(pa.array(kept))
-    photo_id = tagged.column("photo_id").to_numpy()
-    order = np.lexsort((photo_id, sampling.mix64(photo_id.astype(np.uint64) ^ np.uint64(seed))))
+    order = tagged_data.hash_order(tagged.column("photo_id").to_numpy(), seed)
     tagged = tagged.take(pa.array(np.sort(order[:limit]))).combine_chunks()
     if tagged.num_rows == 0:
         return {"photo_id": np.zeros(0, np.int64), "feature": np.zeros((0, 0), np.float16),
                 "offsets": np.zeros(1, np.int64), "tag_ids": np.zeros(0, np.int32),
                 "pos_ids": np.zeros((0, positives), np.int32), "neg_ids": np.zeros((0, negatives), np.int32)}
-    features = ds.dataset(path, filesystem=fs, format="parquet").to_table(
+    features = features_data.DATASET.arrow(root).to_table(
         columns=["photo_id", "feature"], filter=pc.field("photo_id").isin(tagged.column("photo_id")))
     # One row per photo, in tagged's order (a feature written twice would count once).
     position = pc.index_in(tagged.column("photo_id"), features.column("photo_id")).to_numpy()

@@ -40,12 +40,12 @@ from typing import Callable
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.dataset as ds
 
 from model import baselines, metrics
 from model.report import EXAMPLES, METHODS, markdown, plot_curves, plot_examples
-from pipeline import Im2vecError, sampling, storage
-from pipeline.datasets import features as features_data
+from pipeline import Im2vecError, storage
+from pipeline.datasets import (clean as clean_data, features as features_data, model as model_data,
+                               tagged as tagged_data, vocab as vocab_data, zero_shot as zero_shot_data)
 
 KEYS = ("seed", "evaluation_images", "knn_k")
 KNN_BLOCK = 4096         # training images compared with the whole test set at once
@@ -77,7 +77,7 @@ class Inputs:
     Attributes:
         model: pipeline.query.Model; vocab_manifest, train_manifest: the vocab and train manifests.
         test: :func:`evaluation_set`; train_ids: sorted int64 train-split photo ids;
-        train_counts: int64[V] train-split images per tag; held_out: :func:`held_out_tags`.
+        train_counts: int64[V] train-split images per tag; held_out: :func:`pipeline.datasets.zero_shot.held_out_tags`.
         feature_blocks: () -> the training images' ``(photo_id, feature float32)`` blocks.
         neighbours: pipeline.query.load_neighbours (the training images of index/), or None.
         neighbour_tags: :func:`neighbour_tags` on this root; photo_tags: photo ids -> {photo_id: clean/ tags};
@@ -102,9 +102,7 @@ def load(root: str, config: dict, params: dict) -> Inputs:
     from model import data
     from pipeline import query
 
-    vocab_manifest = storage.read_manifest(storage.join(root, "vocab"))
-    if vocab_manifest is None:
-        raise Im2vecError(f"{storage.join(root, 'vocab')} is missing or incomplete: run `im2vec vocab` first")
+    vocab_manifest = vocab_data.DATASET.require(root)
     model = query.load_model(root)
     test = evaluation_set(root, limit=params["evaluation_images"], seed=params["seed"])
     train_ids = train_photo_ids(root)
@@ -112,18 +110,13 @@ def load(root: str, config: dict, params: dict) -> Inputs:
     if neighbours is None:
         log("no index/ made by this model: im2vec's tags go without the training images' votes")
     return Inputs(model=model, vocab_manifest=vocab_manifest,
-                  train_manifest=storage.read_manifest(storage.join(root, "model")) or {}, test=test,
+                  train_manifest=model_data.DATASET.manifest(root) or {}, test=test,
                   train_ids=train_ids, train_counts=data.train_tag_counts(root, len(model.tags)),
-                  held_out=held_out_tags(root), feature_blocks=functools.partial(feature_blocks, root, train_ids),
+                  held_out=zero_shot_data.held_out_tags(root), feature_blocks=functools.partial(feature_blocks, root, train_ids),
                   neighbours=neighbours,
                   neighbour_tags=functools.partial(neighbour_tags, root),
                   photo_tags=functools.partial(query.photo_tags, root),
                   images=functools.partial(read_images, root, config))
-
-
-def _dataset(uri: str) -> ds.Dataset:
-    fs, path = storage.filesystem(uri)
-    return ds.dataset(path, filesystem=fs, format="parquet")
 
 
 def ragged(lists: pa.Array) -> tuple[np.ndarray, np.ndarray]:
@@ -142,19 +135,16 @@ def evaluation_set(root: str, *, limit: int, seed: int) -> dict:
         int32[...] (true tags), and the counts ``split_images`` (test-split images in tagged/) and
         ``without_features`` (of the candidates looked at, those with no features).
     """
-    from pipeline import query
-
-    tagged = _dataset(storage.join(root, "tagged")).to_table(
-        columns=["photo_id", "tag_ids"], filter=pc.field("split") == "test")
+    tagged = tagged_data.read_split(root, "test")
     photo_id = tagged.column("photo_id").to_numpy()
-    order = np.lexsort((photo_id, sampling.mix64(photo_id.astype(np.uint64) ^ np.uint64(seed))))
+    order = tagged_data.hash_order(photo_id, seed)
     # Walk the hash order until `limit` images have features: features rejects a few images.
     chosen, features, without, start = [], [], 0, 0
     while sum(map(len, chosen)) < limit and start < len(order):
         need = limit - sum(map(len, chosen))
         wanted = photo_id[order[start:start + 2 * need + 16]]
         start += len(wanted)
-        found, feature = query.read_features(root, wanted)
+        found, feature = features_data.read_rows(root, wanted)
         without += len(wanted) - len(found)
         chosen.append(found[:need])
         features.append(feature[:need])
@@ -170,37 +160,23 @@ def evaluation_set(root: str, *, limit: int, seed: int) -> dict:
 
 def train_photo_ids(root: str) -> np.ndarray:
     """Sorted int64 photo ids of the train split (tagged/)."""
-    table = _dataset(storage.join(root, "tagged")).to_table(columns=["photo_id"], filter=pc.field("split") == "train")
-    return np.unique(table.column("photo_id").to_numpy())
-
-
-def held_out_tags(root: str) -> list[str] | None:
-    """The tags the vocab stage held out (ROOT/zero_shot/), most frequent first; None if there is no list."""
-    uri = storage.join(root, "zero_shot")
-    if not storage.exists(uri):
-        return None
-    table = _dataset(uri).to_table(columns=["tag", "images"])
-    return [t for _, t in sorted(zip((-table.column("images").to_numpy()).tolist(), table.column("tag").to_pylist()))]
+    return np.unique(tagged_data.read_split(root, "train", ["photo_id"]).column("photo_id").to_numpy())
 
 
 def feature_blocks(root: str, train_ids: np.ndarray):
     """Yield ``(photo_id int64[B], feature float32[B, D])`` of the images of features/ in ``train_ids``
     (sorted int64), KNN_BLOCK rows of features/ at a time (blocks without one are skipped)."""
-    from pipeline import query
-
-    scanner = _dataset(storage.join(root, "features")).scanner(columns=["photo_id", "feature"], batch_size=KNN_BLOCK)
-    for batch in scanner.to_batches():
-        ids = batch.column(0).to_numpy()
+    for ids, features in features_data.batches(root, KNN_BLOCK):
         at = np.minimum(np.searchsorted(train_ids, ids), max(len(train_ids) - 1, 0))
         keep = train_ids[at] == ids if len(train_ids) else np.zeros(len(ids), bool)
         if keep.any():
-            yield ids[keep], query.decode_features(batch.column(1).filter(pa.array(keep)))
+            yield ids[keep], features[keep].astype(np.float32)
 
 
 def neighbour_tags(root: str, photo_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The vocabulary tags of some training images: (row int64[N, k] into the lists, offsets, tag_ids)."""
     unique = np.unique(photo_ids)
-    table = _dataset(storage.join(root, "tagged")).to_table(
+    table = tagged_data.DATASET.arrow(root).to_table(
         columns=["photo_id", "tag_ids"], filter=pc.field("photo_id").isin(pa.array(unique)))
     table = table.take(pc.sort_indices(table, [("photo_id", "ascending")]))
     offsets, tag_ids = ragged(table.column("tag_ids"))
@@ -218,9 +194,8 @@ def read_images(root: str, config: dict, photo_ids: np.ndarray) -> list:
     if not text:
         return [None] * len(photo_ids)
     template = imagesource.parse_template(text)
-    clean = _dataset(storage.join(root, "clean")).to_table(
-        columns=list(dict.fromkeys(["photo_id", *template.columns])),
-        filter=pc.field("photo_id").isin(pa.array(photo_ids)))
+    # Example pictures only: a clean/ without a manifest is read too, as query.photo_tags does.
+    clean = clean_data.photo_rows(root, photo_ids, list(dict.fromkeys(["photo_id", *template.columns])), finished=False)
     uri_of = dict(zip(clean.column("photo_id").to_pylist(), template.expand(clean).to_pylist()))
     reader = imagesource.source_for(config)
     images = []

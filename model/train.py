@@ -94,9 +94,7 @@ from __future__ import annotations
 
 import functools
 import io
-import json
 import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -106,6 +104,7 @@ import numpy as np
 from model.metrics import TOP_K
 from pipeline import Im2vecError, reader, storage
 from pipeline.datasets import consumers
+from pipeline.datasets import epochs as epochs_data, model as model_data, wordvec as wordvec_data
 
 # --- configuration -----------------------------------------------------------------------------
 # Config keys the trainer reads (documented in pipeline/defaults.yaml, "# --- train ---").
@@ -114,7 +113,6 @@ KEYS = ("epochs", "seed", "sampling", "positives", "negatives", "hidden_sizes", 
         "validation_images", "validation_user_cap", "patience", "train_poll_seconds", "model_dir", "consumer")
 LOG_STEPS = 100           # train loss to TensorBoard every this many steps
 KEEP_CHECKPOINTS = 3      # the CheckpointManager keeps the newest few
-VALIDATION_BATCH = 4096   # images per forward pass while validating
 
 
 def log(message: str) -> None:
@@ -220,7 +218,7 @@ def local_model_dir(root: str, configured: str) -> str:
         return os.path.abspath(os.path.expanduser(configured))
     import pyarrow.fs as pafs
 
-    fs, path = storage.filesystem(storage.join(root, "model"))
+    fs, path = storage.filesystem(model_data.DATASET.uri(root))
     if not isinstance(fs, pafs.LocalFileSystem):
         raise Im2vecError(f"{root} is not a file:// root: set model_dir to a local or shared folder for "
                           "checkpoints and TensorBoard logs (e.g. --set model_dir=/data/im2vec-model)")
@@ -281,13 +279,6 @@ def make_train_step(strategy, projection, optimizer, table, loss_name: str, batc
 
 # --- validation --------------------------------------------------------------------------------
 
-def embed(projection, feature: np.ndarray) -> np.ndarray:
-    """g(f) for float16/float32[N, D] features: float32[N, d], VALIDATION_BATCH rows at a time."""
-    out = [np.asarray(projection(feature[i:i + VALIDATION_BATCH].astype(np.float32), training=False))
-           for i in range(0, len(feature), VALIDATION_BATCH)]
-    return np.concatenate(out) if out else np.zeros((0, projection.output_shape[-1]), np.float32)
-
-
 def validate(projection, tag_vectors: np.ndarray, tag_bias: np.ndarray, validation: dict, loss_name: str) -> dict:
     """Loss, P@5, R@5 and per-tag F1 on the validation set (see :func:`model.data.validation_set`).
 
@@ -300,7 +291,7 @@ def validate(projection, tag_vectors: np.ndarray, tag_bias: np.ndarray, validati
     from model import metrics
     from model.projection import loss_function, scores
 
-    image_vectors = tf.constant(embed(projection, validation["feature"]))
+    image_vectors = tf.constant(model_data.embed(projection, validation["feature"]))
     per_image = loss_function(loss_name)(scores(image_vectors, tf.gather(tag_vectors, validation["pos_ids"])),
                                          scores(image_vectors, tf.gather(tag_vectors, validation["neg_ids"])))
     top = metrics.top_k_tags(image_vectors.numpy(), tag_vectors, TOP_K, tag_bias)
@@ -333,14 +324,6 @@ def scalar(name: str, value: float, step: int) -> None:
         plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars"),
         data_class=summary_pb2.DATA_CLASS_SCALAR)
     tf.summary.write(name, tf.constant(float(value), tf.float32), step=step, metadata=metadata)
-
-
-def read_progress(root: str) -> dict:
-    """ROOT/model/progress.json, or {} when there is none (or it cannot be read)."""
-    try:
-        return json.loads(storage.read_text(storage.join(root, "model", "progress.json")))
-    except (FileNotFoundError, OSError, ValueError):
-        return {}
 
 
 def plot_history(history: list[dict]) -> bytes:
@@ -391,15 +374,9 @@ def write_outputs(root: str, projection, tag_vectors: np.ndarray, tag_bias: np.n
     storage.write_bytes(storage.join(root, "reports", "train.png"), plot_history(history))
     if projection is None:
         return
-    with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "projection.keras")
-        projection.save(path)
-        with open(path, "rb") as fh:
-            storage.write_bytes(storage.join(root, "model", "projection.keras"), fh.read())
-    for name, values in (("tag_vectors", tag_vectors), ("tag_bias", tag_bias)):
-        buffer = io.BytesIO()
-        np.save(buffer, values)
-        storage.write_bytes(storage.join(root, "model", f"{name}.npy"), buffer.getvalue())
+    model_data.write_projection(root, projection)
+    model_data.write_array(root, "tag_vectors", tag_vectors)
+    model_data.write_array(root, "tag_bias", tag_bias)
 
 
 def last_figures(history: list[dict]) -> dict:
@@ -473,7 +450,7 @@ def start(config: dict, root: str) -> Setup:
     strategy, worker, workers = distribution()
     setup = Setup(root, params, strategy, worker, workers, local_model_dir(root, params["model_dir"]))
     if setup.chief:
-        storage.delete(storage.join(root, "model", storage.MANIFEST))   # training: the stage is incomplete
+        storage.delete(storage.join(model_data.DATASET.uri(root), storage.MANIFEST))   # training: the stage is incomplete
     return setup
 
 
@@ -483,7 +460,7 @@ def read_inputs(root: str, params: dict) -> Inputs:
     from model.projection import tag_bias
 
     vocab = data.read_vocab(root)
-    initial = data.read_tag_vectors(root, vocab.num_rows)
+    initial = wordvec_data.read_tag_vectors(root, vocab.num_rows)
     bias = tag_bias(vocab.column("neg_weight").to_numpy(), vocab.column("pos_weight").to_numpy(),
                     params["tag_bias_strength"])
     validation = data.validation_set(root, vocab, limit=params["validation_images"], seed=params["seed"],
@@ -534,7 +511,7 @@ def build(setup: Setup, inputs: Inputs) -> State:
                               f"(hidden_sizes, tag_learning_rate 0 or not, vocabulary): {err}; delete "
                               f"{checkpoint_dir} to start over") from None
         log(f"resumed from {manager.latest_checkpoint}: epoch {int(epoch_var)} finished, step {int(step_var)}")
-    history = [h for h in read_progress(setup.root).get("history", []) if h["epoch"] <= int(epoch_var)]
+    history = [h for h in model_data.read_progress(setup.root).get("history", []) if h["epoch"] <= int(epoch_var)]
     train_step = make_train_step(setup.strategy, projection, optimizer, table, params["loss"],
                                  sampling.method(params).batch_negatives)
     writer = tf.summary.create_file_writer(os.path.join(setup.model_dir, "logs")) if setup.chief else \
@@ -552,7 +529,7 @@ def save(setup: Setup, state: State, inputs: Inputs, epoch_done: int) -> None:
         progress = {"epoch": epoch_done, "step": state.step, "best_epoch": best_epoch(state.history).get("epoch"),
                     **last_figures(state.history), **inputs.popularity,
                     "history": state.history, "updated": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-        storage.write_text(storage.join(setup.root, "model", "progress.json"), json.dumps(progress, indent=2) + "\n")
+        model_data.write_progress(setup.root, progress)
         if setup.params["consumer"]:
             consumers.report(setup.root, setup.params["consumer"], epoch_done, state.step)
 
@@ -591,11 +568,10 @@ def train_epoch(setup: Setup, state: State, inputs: Inputs, epoch: int, manifest
         steps with several workers), wall-clock seconds, and each step's global mean loss (tensors).
     """
     import tensorflow as tf
-    from model import data
 
     params = setup.params
     batches = setup.strategy.distribute_datasets_from_function(functools.partial(
-        epoch_input, uri=data.epoch_uri(setup.root, epoch), manifest=manifest, params=params,
+        epoch_input, uri=epochs_data.uri(setup.root, epoch), manifest=manifest, params=params,
         feature_dim=inputs.feature_dim, seed=(params["seed"] * 1_000_003 + epoch) % 2 ** 31))
     steps = int(manifest["rows_out"]) // params["batch_size"] if setup.workers > 1 else None
     started, losses, window, rows = time.time(), [], [], 0
@@ -659,7 +635,6 @@ def finish(setup: Setup, state: State, inputs: Inputs, trained: dict, epochs: ra
     Args:
         trained: ``{"rows", "seconds"}`` trained by this run; epochs: the epochs it trained.
     """
-    from model import data
 
     final, initial = state.table.vectors.numpy(), inputs.initial
     cosine = float(np.mean(np.sum(final * initial, 1) / np.maximum(
@@ -672,7 +647,7 @@ def finish(setup: Setup, state: State, inputs: Inputs, trained: dict, epochs: ra
     if not setup.chief:
         return summary
     read = [storage.join(setup.root, name) for name in ("wordvec", "vocab", "tagged", "features")] + \
-        [data.epoch_uri(setup.root, e) for e in epochs if e <= int(state.epoch_var)]
+        [epochs_data.uri(setup.root, e) for e in epochs if e <= int(state.epoch_var)]
     return storage.write_manifest(storage.join(setup.root, "model"), "train", rows_in=trained["rows"],
                                   rows_out=trained["rows"], rows_rejected=0, parameters=setup.params, inputs=read,
                                   started=started, **summary)

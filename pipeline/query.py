@@ -142,8 +142,6 @@ class Index:
 # --- loading ---------------------------------------------------------------------------------------
 
 # The features/ readers, under the names model/evaluate.py still calls them by.
-read_features = features_data.read_rows
-decode_features = features_data.decode
 
 
 def load_model(root: str) -> Model:
@@ -181,9 +179,11 @@ def load_index(root: str) -> Index:
 
 
 def load_neighbours(root: str, model: Model, index: Index | None = None) -> Neighbours | None:
-    """The train split's images of index/ with their tags (tagged/); None when there is no index, or
-    it was made by another model (the votes must be in this model's embedding)."""
+    """The train split's images of index/ with their tags (tagged/); None when there is no index or
+    no tagged/, or the index was made by another model (the votes must be in this model's embedding)."""
     root = storage.to_uri(root)
+    if not storage.exists(tagged.DATASET.uri(root)):
+        return None
     if index is None:
         if index_data.DATASET.manifest(root) is None:
             return None

@@ -112,7 +112,7 @@ def load(root: str) -> App:
     ranked = query.rank_tags(model, query.embed(model, features), k=PREDICTED_TAGS, features=features,
                              neighbours=query.load_neighbours(root, model, index))
     predicted = {int(p): [(t, float(s)) for t, s in r] for p, r in zip(feature_ids, ranked)}
-    return App(model, index, uris, tags, predicted, imagesource.source_for(parameters))
+    return App(model, index, uris, tags, predicted, imagesource.source_for(features_data.made_with(root)))
 
 
 def results(app: App, text: str, k: int = DEFAULT_RESULTS) -> list[dict]:

@@ -39,11 +39,6 @@ def join(uri: str, *parts: str) -> str:
     return "/".join([uri.rstrip("/"), *(p.strip("/") for p in parts)])
 
 
-def epoch_uri(root: str, epoch: int) -> str:
-    """Where the sample stage writes epoch ``epoch`` (from 1): ``ROOT/epochs/epoch=00001``."""
-    return join(root, "epochs", f"epoch={epoch:05d}")
-
-
 def filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
     """Map a URI to ``(pyarrow FileSystem, path inside it)``.
 

@@ -92,7 +92,7 @@ def _photo_features(root: str, ids: list[str]) -> tuple[dict[str, np.ndarray], d
     """features/ rows of photo ids (digit strings): ({id: float32[D]}, {id: InputError}), each id in one."""
     uri = storage.join(root, "features")
     try:
-        found, rows = query.read_features(root, [int(text) for text in ids])
+        found, rows = features_data.read_rows(root, [int(text) for text in ids])
     except Im2vecError as err:   # no features/ at all: every id is answered with why
         return {}, {text: InputError("no_features", str(err)) for text in ids}
     by_id = dict(zip(found.tolist(), rows))

@@ -40,13 +40,13 @@ SCHEMA_VERSION = 1
 
 def dataset(epoch: int) -> Dataset:
     """Epoch ``epoch`` (from 1) as a :class:`Dataset`."""
-    folder = storage.epoch_uri("", epoch).lstrip("/")
+    folder = f"epochs/epoch={epoch:05d}"
     return Dataset(folder, folder, folder, f"im2vec sample --epochs {epoch}-{epoch}")
 
 
 def uri(root: str, epoch: int) -> str:
     """Where epoch ``epoch`` (from 1) lives: ``ROOT/epochs/epoch=00001``."""
-    return storage.epoch_uri(root, epoch)
+    return storage.join(root, dataset(epoch).folder)
 
 
 def folders(root: str) -> dict[int, str]:

@@ -18,6 +18,7 @@ from jobs import clean, sample, vocab
 from pipeline import Im2vecError, config as configuration, progress, storage, submit, synth
 from pipeline.app import main as app_main
 from tests import cluster as standalone
+from pipeline.datasets import epochs as epochs_data
 
 EPOCHS = (1, 2)
 
@@ -146,7 +147,7 @@ def assert_same_outputs(root_a: str, root_b: str) -> None:
         assert_same_tables(standalone.read_sorted(storage.join(root_a, stage), *keys),
                            standalone.read_sorted(storage.join(root_b, stage), *keys), stage)
     for epoch in range(EPOCHS[0], EPOCHS[1] + 1):
-        a, b = (standalone.read_in_written_order(sample.epoch_uri(r, epoch)) for r in (root_a, root_b))
+        a, b = (standalone.read_in_written_order(epochs_data.uri(r, epoch)) for r in (root_a, root_b))
         assert_same_tables(a, b, f"epoch {epoch} in written order")
     for stage in ("clean", "vocab", "epochs"):
         ma, mb = (storage.read_manifest(storage.join(r, stage)) for r in (root_a, root_b))

@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from model import evaluate
+from pipeline.datasets import zero_shot
 from pipeline import cli, storage
 from tests.integration.conftest import make_config, needs_openclipart
 
@@ -199,7 +200,7 @@ def test_zero_shot_reports_the_held_out_tags(evaluated):
     assert zero["run"] and zero["held_out"] == held > 0
     assert 0 < zero["with_vector"] <= held and 0 < zero["relevant_in_test"] <= zero["with_vector"]
     assert zero["tags"] == zero["relevant_in_test"] and zero["images"] > 0
-    assert set(zero["examples"]) <= set(evaluate.held_out_tags(root))
+    assert set(zero["examples"]) <= set(zero_shot.held_out_tags(root))
 
 
 @pytest.mark.slow

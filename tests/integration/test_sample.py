@@ -14,6 +14,7 @@ import pytest
 from jobs import sample
 from pipeline import cli, config as configuration, storage
 from pipeline.datasets import encoding
+from pipeline.datasets import epochs as epochs_data
 
 VOCAB_SIZE = 500
 IMAGES = 4000
@@ -85,7 +86,7 @@ def write_features(spark, uri: str, photo_id: np.ndarray, feature: np.ndarray) -
 
 def read_epoch(root: str, epoch: int) -> pa.Table:
     """An epoch's rows in their shuffled order: files in name order, rows in file order."""
-    folder = storage.filesystem(sample.epoch_uri(root, epoch))[1]
+    folder = storage.filesystem(epochs_data.uri(root, epoch))[1]
     return pa.concat_tables([pq.read_table(f) for f in sorted(glob.glob(f"{folder}/part-*.parquet"))])
 
 
@@ -117,9 +118,9 @@ def test_an_epoch_is_identical_on_any_partitioning_and_rerun(spark, plain):
     one, four = plain["one"], plain["four"]
     for epoch in (1, 2):
         assert read_epoch(one, epoch).equals(read_epoch(four, epoch))
-    folder = storage.filesystem(sample.epoch_uri(one, 1))[1]
+    folder = storage.filesystem(epochs_data.uri(one, 1))[1]
     assert len(glob.glob(f"{folder}/part-*.parquet")) == 1
-    assert len(glob.glob(storage.filesystem(sample.epoch_uri(four, 1))[1] + "/part-*.parquet")) == 4
+    assert len(glob.glob(storage.filesystem(epochs_data.uri(four, 1))[1] + "/part-*.parquet")) == 4
     before = open(glob.glob(f"{folder}/part-*.parquet")[0], "rb").read()
     sample.run(spark, make_config(partitions=1), one, epochs=(1, 1))
     files = glob.glob(f"{folder}/part-*.parquet")
@@ -145,7 +146,7 @@ def test_draws_respect_own_tags_and_counts_add_up(plain):
     for photo, pos, neg in zip(table["photo_id"].to_pylist(), pos_ids, neg_ids):
         assert set(pos) <= own[photo] and not set(neg) & own[photo]
     sizes = {p: len(t) for p, t in own.items()}
-    manifest = storage.read_manifest(sample.epoch_uri(plain["one"], 1))
+    manifest = storage.read_manifest(epochs_data.uri(plain["one"], 1))
     assert manifest["rows_in"] == len(own)
     assert manifest["rejects_by_reason"] == {"no_tags": sum(n == 0 for n in sizes.values()),
                                     "every_tag": sum(n == VOCAB_SIZE for n in sizes.values())}
@@ -180,7 +181,7 @@ def test_features_are_joined_converted_and_read_by_petastorm(spark, tmp_path):
     root = "file://" + str(tmp_path / "run")
     truth = write_inputs(root, spark=spark, feature_dim=FEATURE_DIM, seed=1)
     cli.main(["sample", "--root", root, "--epochs", "3-3", "--set", "master=local[2]", "--set", "output_partitions=2"])
-    manifest = storage.read_manifest(sample.epoch_uri(root, 3))
+    manifest = storage.read_manifest(epochs_data.uri(root, 3))
     own = train_truth(truth)
     index = {int(p): i for i, p in enumerate(truth["photo_id"])}
     usable = [p for p, tags in own.items() if 0 < len(tags) < VOCAB_SIZE]
@@ -204,7 +205,7 @@ def test_features_are_joined_converted_and_read_by_petastorm(spark, tmp_path):
     assert plain.filter(pa.array(kept)).select(["photo_id", "pos_ids", "neg_ids"]).equals(
         table.select(["photo_id", "pos_ids", "neg_ids"]))
 
-    with make_batch_reader(sample.epoch_uri(root, 3), num_epochs=1, shuffle_row_groups=False,
+    with make_batch_reader(epochs_data.uri(root, 3), num_epochs=1, shuffle_row_groups=False,
                            reader_pool_type="dummy") as reader:
         batches = list(reader)
     assert sum(len(b.photo_id) for b in batches) == manifest["rows_out"]

@@ -13,6 +13,7 @@ from jobs import sample, schedule
 from pipeline import status, storage
 from pipeline.datasets import consumers, epochs
 from tests.integration.test_sample import make_config, read_epoch, write_inputs
+from pipeline.datasets import epochs as epochs_data
 
 IM2VEC = str(Path(sys.executable).with_name("im2vec"))
 
@@ -121,4 +122,4 @@ def test_a_killed_schedule_restarts_and_ends_with_exactly_the_right_epochs(spark
         shutil.copytree(tmp_path / "run" / name, Path(fresh) / name)
     sample.run(spark, make_config(partitions=3), "file://" + fresh, epochs=(2, 2))
     assert read_epoch(root, 2).equals(read_epoch("file://" + fresh, 2))
-    assert storage.read_manifest(sample.epoch_uri(root, 2))["rows_out"] == read_epoch(root, 2).num_rows
+    assert storage.read_manifest(epochs_data.uri(root, 2))["rows_out"] == read_epoch(root, 2).num_rows

@@ -24,6 +24,7 @@ from PIL import Image, ImageDraw
 from pipeline.datasets.index import encode as encode_embeddings
 from pipeline import query, serve, storage
 from pipeline.wordvec import keyed_vectors
+from pipeline.datasets import features as features_data
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 PAYLOAD = "<script>window.__pwned=1</script>"
@@ -108,7 +109,7 @@ def root(tmp_path_factory) -> str:
 
     # index/ as jobs/index.py writes it, without Spark for 18 rows.
     model = query.load_model(root)
-    embeddings = query.normalize_rows(query.embed(model, query.read_features(root, photo_ids)[1]))
+    embeddings = query.normalize_rows(query.embed(model, features_data.read_rows(root, photo_ids)[1]))
     write_parquet(storage.join(root, "index"), pa.table({"photo_id": photo_ids, "embedding": encode_embeddings(embeddings)}),
                   "index", dim=DIM, model_sha256=model.model_sha256)
     return root

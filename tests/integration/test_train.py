@@ -22,6 +22,7 @@ from model import data, train
 from pipeline import config as configuration, storage
 from pipeline.datasets import consumers
 from tests.integration.conftest import EPOCHS, SETTINGS, make_config, needs_openclipart
+from pipeline.datasets import epochs as epochs_data, wordvec as wordvec_data
 
 
 pytestmark = [pytest.mark.slow, needs_openclipart]
@@ -39,12 +40,12 @@ def progress(root: str) -> dict:
 
 
 def steps_per_epoch(root: str, epoch: int = 1) -> int:
-    rows = storage.read_manifest(data.epoch_uri(root, epoch))["rows_out"]
+    rows = storage.read_manifest(epochs_data.uri(root, epoch))["rows_out"]
     return -(-rows // SETTINGS["batch_size"])
 
 
 def tag_vectors_of(root: str) -> np.ndarray:
-    return data.read_tag_vectors(root, data.read_vocab(root).num_rows)
+    return wordvec_data.read_tag_vectors(root, data.read_vocab(root).num_rows)
 
 
 def test_training_lowers_the_loss_and_beats_popularity(trained):
@@ -79,7 +80,7 @@ def test_outputs_map_features_to_tag_space(trained):
     manifest = storage.read_manifest(storage.join(root, "model"))
     assert manifest == trained["second"] and manifest["epoch"] == EPOCHS
     assert manifest["rows_in"] == manifest["rows_out"] == sum(
-        storage.read_manifest(data.epoch_uri(root, e))["rows_out"] for e in (5, 6))
+        storage.read_manifest(epochs_data.uri(root, e))["rows_out"] for e in (5, 6))
     current = progress(root)
     assert {"epoch", "step", "val_loss", "val_p_at_5", "val_r_at_5", "val_f1"} <= set(current)
     assert current["epoch"] == EPOCHS
@@ -170,7 +171,7 @@ def test_a_killed_trainer_resumes_from_its_last_checkpoint(run_root):
 
 def test_joint_training_moves_only_the_rows_it_trained(run_root):
     # Epoch 1 rewritten to name only tags 0..49: every other row of the table must stay as it was.
-    folder = storage.filesystem(data.epoch_uri(run_root, 1))[1]
+    folder = storage.filesystem(epochs_data.uri(run_root, 1))[1]
     named = 50
     for path in sorted(Path(folder).glob("part-*.parquet")):
         table = pq.read_table(path)
@@ -191,7 +192,7 @@ def test_joint_training_moves_only_the_rows_it_trained(run_root):
 
 
 def test_the_trainer_waits_for_an_epoch_the_scheduler_has_not_finished(run_root, capsys):
-    manifest_path = Path(storage.filesystem(data.epoch_uri(run_root, 2))[1]) / storage.MANIFEST
+    manifest_path = Path(storage.filesystem(epochs_data.uri(run_root, 2))[1]) / storage.MANIFEST
     hidden = manifest_path.with_name("manifest.hidden")
     manifest_path.rename(hidden)
     outcome = {}
@@ -214,7 +215,7 @@ def test_the_trainer_waits_for_an_epoch_the_scheduler_has_not_finished(run_root,
 
 def test_shards_of_a_real_epoch_cover_every_row_once(prepared):
     root = "file://" + str(prepared)
-    uri = data.epoch_uri(root, 1)
+    uri = epochs_data.uri(root, 1)
 
     def keys(groups) -> list:
         return sorted((f.tobytes(), p.tobytes(), n.tobytes()) for g in groups for f, p, n in zip(*g))
@@ -248,7 +249,7 @@ def test_two_workers_train_data_parallel_with_identical_tables(run_root, tmp_pat
         for i in range(2)]
     outputs = [w.communicate(timeout=600)[0] for w in workers]
     assert [w.returncode for w in workers] == [0, 0], outputs
-    rows = storage.read_manifest(data.epoch_uri(run_root, 1))["rows_out"]
+    rows = storage.read_manifest(epochs_data.uri(run_root, 1))["rows_out"]
     steps = rows // SETTINGS["batch_size"]
     assert [int(out.strip().splitlines()[-1]) for out in outputs] == [steps, steps]
     assert progress(run_root)["epoch"] == 1 and progress(run_root)["step"] == steps

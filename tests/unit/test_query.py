@@ -7,6 +7,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline import Im2vecError, query, storage
+from pipeline.datasets import features as features_data
 
 D, d = 12, 4
 TAGS = ["cat", "dog", "new york", "car"]
@@ -64,9 +65,9 @@ def model(run_root):
 
 
 def test_read_features_decodes_rows_in_the_order_asked(run_root):
-    ids, features = query.read_features(run_root["root"])
+    ids, features = features_data.read_rows(run_root["root"])
     assert np.array_equal(ids, run_root["photo_id"]) and np.array_equal(features, run_root["features"])
-    ids, features = query.read_features(run_root["root"], [117, 999, 102, 117])
+    ids, features = features_data.read_rows(run_root["root"], [117, 999, 102, 117])
     assert ids.tolist() == [117, 102]
     assert np.array_equal(features, run_root["features"][[17, 2]])
 

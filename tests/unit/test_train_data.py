@@ -12,6 +12,7 @@ import pytest
 from model import data
 from pipeline import Im2vecError, reader, storage
 from pipeline.datasets import encoding, epochs
+from pipeline.datasets import epochs as epochs_data
 
 D, P, K = 6, 2, 3
 
@@ -58,7 +59,7 @@ def epoch(root):
 
 @pytest.mark.parametrize("shuffle_buffer", [0, 256])
 def test_an_epoch_reads_every_row_once_decoded_exactly(root, epoch, shuffle_buffer):
-    got = collect(data.epoch_dataset(data.epoch_uri(root, 1), feature_dim=D, positives=P, negatives=K,
+    got = collect(data.epoch_dataset(epochs_data.uri(root, 1), feature_dim=D, positives=P, negatives=K,
                                      batch_size=128, shuffle_buffer=shuffle_buffer, seed=5))
     order = got["pos_ids"][:, 0]
     assert sorted(order.tolist()) == list(range(1000))
@@ -97,7 +98,7 @@ def test_batch_orders_cut_full_batches_across_row_groups_and_pass_row_groups_on_
 
 @pytest.mark.parametrize("shard_count", [2, 3, 7])
 def test_shards_cover_every_row_exactly_once(root, epoch, shard_count):
-    uri = data.epoch_uri(root, 1)
+    uri = epochs_data.uri(root, 1)
     shards = [np.concatenate([ids[:, 0] for _, ids, _ in data.read_row_groups(uri, seed=11, cur_shard=i,
                                                                               shard_count=shard_count)])
               for i in range(shard_count)]
@@ -137,7 +138,7 @@ def test_wait_for_epoch_polls_until_the_manifest_appears(root):
 
 
 def test_an_epoch_without_features_is_refused(root):
-    uri = data.epoch_uri(root, 1)
+    uri = epochs_data.uri(root, 1)
     storage.write_manifest(uri, "sample", rows_in=1, rows_out=1, rows_rejected=0, parameters={}, inputs=[],
                            started=time.time(), schema_version=epochs.SCHEMA_VERSION, epoch=1, feature_dim=None)
     with pytest.raises(Im2vecError, match="without features"):
