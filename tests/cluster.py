@@ -16,6 +16,7 @@ from __future__ import annotations
 import ctypes
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -152,8 +153,20 @@ class StandaloneCluster:
 
     def state(self) -> dict:
         """The master's JSON status: workers, aliveworkers, activeapps, completedapps ..."""
-        with urllib.request.urlopen(f"{self.webui_url}/json", timeout=5) as response:
+        with urllib.request.urlopen(f"{self._bound_webui_url()}/json", timeout=5) as response:
             return json.load(response)
+
+    def _bound_webui_url(self) -> str:
+        """Where the master's web UI really listens: another process can take the free port first,
+        and Spark then binds the next one, so the master's log line wins over the port asked for."""
+        try:
+            log = (self.work_dir / "master.log").read_text(errors="replace")
+        except OSError:
+            return self.webui_url
+        bound = re.findall(r"MasterWebUI to \S+, and started at (http://\S+)", log)
+        if bound:
+            self.webui_url = f"http://{HOST}:{bound[-1].rsplit(':', 1)[1]}"
+        return self.webui_url
 
     def wait(self, condition, timeout: float, what: str) -> dict:
         """Poll :meth:`state` until ``condition(state)`` holds; fail naming ``what`` and the logs."""
@@ -165,7 +178,7 @@ class StandaloneCluster:
                 state = self.state()
                 if condition(state):
                     return state
-            except OSError:
+            except (OSError, ValueError):   # not up yet, or another server's page on the port asked for
                 pass
             time.sleep(0.5)
         raise RuntimeError(f"standalone cluster: gave up waiting for {what} after {timeout:.0f}s; "
