@@ -25,7 +25,13 @@ import numpy as np
 
 from model import metrics
 from pipeline import Im2vecError
-from pipeline.query import normalize_rows
+
+
+def normalize_rows(vectors: np.ndarray) -> np.ndarray:
+    """float[N, d] -> float32[N, d] rows of unit L2 norm (a zero row stays zero)."""
+    vectors = np.asarray(vectors, dtype=np.float32)
+    norms = np.linalg.norm(vectors, axis=-1, keepdims=True)
+    return vectors / np.maximum(norms, 1e-12)
 
 
 def popularity_top_k(images_per_tag: np.ndarray, n: int, k: int = metrics.TOP_K) -> np.ndarray:

@@ -35,7 +35,6 @@ from typing import Sequence
 import numpy as np
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
-from pipeline import placeholder
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
@@ -73,7 +72,7 @@ def resize_side(size: int) -> int:
 
 
 def decode(data: bytes, size: int = 224, min_side: int = MIN_SIDE, draft: bool = True,
-           unavailable: placeholder.Fingerprints | None = None) -> np.ndarray:
+           unavailable=None) -> np.ndarray:
     """Decode one encoded image (JPEG, PNG, GIF, WebP, BMP, TIFF, ...) to a center crop.
 
     Args:
@@ -97,7 +96,7 @@ def decode(data: bytes, size: int = 224, min_side: int = MIN_SIDE, draft: bool =
         width, height = image.size
         if min(width, height) < min_side:
             raise ImageError("too_small", f"{width}x{height} px, the short side must be >= {min_side}")
-        if unavailable and (width, height) in unavailable and placeholder.matches(_rgb(_loaded(image)), unavailable):
+        if unavailable and (width, height) in unavailable and unavailable.matches(_rgb(_loaded(image))):
             raise ImageError("unavailable", f"{width}x{height} px: the host's placeholder for a removed photo")
         short = resize_side(size)
         resized_width, resized_height = _resized_size(width, height, short)
@@ -142,7 +141,7 @@ def decode_and_preprocess(data: bytes, size: int = 224, min_side: int = MIN_SIDE
 
 
 def preprocess_batch(blobs: Sequence[bytes | None], size: int = 224, min_side: int = MIN_SIDE,
-                     unavailable: placeholder.Fingerprints | None = None) -> tuple[np.ndarray, list[str | None]]:
+                     unavailable=None) -> tuple[np.ndarray, list[str | None]]:
     """Decode a batch of encoded images; normalization runs once over the whole batch.
 
     Args:

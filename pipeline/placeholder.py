@@ -23,7 +23,7 @@ photo's URL) and run ``python -m pipeline.placeholder FILE...`` to print the lin
 from __future__ import annotations
 
 import sys
-from typing import Iterable, Mapping
+from typing import Iterable
 
 import numpy as np
 from PIL import Image
@@ -31,7 +31,16 @@ from PIL import Image
 GRID = 8            # thumbnail cells per side
 TOLERANCE = 12      # grey levels (0..255) any one cell may differ by
 
-Fingerprints = Mapping[tuple[int, int], list[np.ndarray]]   # (width, height) -> uint8[GRID*GRID] thumbnails
+class Fingerprints(dict):
+    """(width, height) -> [uint8[GRID*GRID] thumbnails] of the known placeholders (:func:`parse`).
+
+    ``(w, h) in fingerprints`` says whether an image of that size is worth a look, and
+    :meth:`matches` looks; pipeline.images asks both without importing this module.
+    """
+
+    def matches(self, image: Image.Image) -> bool:
+        """:func:`matches` of a decoded image (RGB) against these fingerprints."""
+        return matches(image, self)
 
 
 def thumbnail(image: Image.Image) -> np.ndarray:
@@ -52,7 +61,7 @@ def parse(texts: Iterable[str] | None) -> Fingerprints:
     Raises:
         ValueError: a string is not ``"WIDTHxHEIGHT:HEX"`` with GRID*GRID bytes of hex.
     """
-    parsed: dict[tuple[int, int], list[np.ndarray]] = {}
+    parsed = Fingerprints()
     for text in texts or ():
         try:
             size, digits = str(text).strip().split(":")

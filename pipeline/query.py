@@ -29,6 +29,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from model import baselines
+from model.baselines import normalize_rows
 from pipeline import Im2vecError, storage
 from pipeline.datasets import clean, features as features_data, index as index_data, model as model_data, tagged, \
     vocab, wordvec
@@ -203,8 +205,6 @@ def neighbour_votes(neighbours: Neighbours, embeddings: np.ndarray, vocab_size: 
     """float64[N, V]: the NEIGHBOURS training images nearest by cosine of g(f) vote their tags, each vote
     weighted by its (non-negative) cosine (model.baselines' knn, in the learned space); rows sum to 1
     (all zero when no neighbour has a tag)."""
-    from model import baselines
-
     count = len(neighbours.embeddings)
     blocks = ((np.arange(start, min(start + NEIGHBOUR_BLOCK, count)),
                neighbours.embeddings[start:start + NEIGHBOUR_BLOCK]) for start in range(0, count, NEIGHBOUR_BLOCK))
@@ -219,13 +219,6 @@ def neighbour_votes(neighbours: Neighbours, embeddings: np.ndarray, vocab_size: 
 def embed(model: Model, features: np.ndarray) -> np.ndarray:
     """g(f): float16/float32[N, D] features -> float32[N, d], raw (not normalized) (pipeline.datasets.model.embed)."""
     return model_data.embed(model.projection, features)
-
-
-def normalize_rows(vectors: np.ndarray) -> np.ndarray:
-    """float[N, d] -> float32[N, d] rows of unit L2 norm (a zero row stays zero)."""
-    vectors = np.asarray(vectors, dtype=np.float32)
-    norms = np.linalg.norm(vectors, axis=-1, keepdims=True)
-    return vectors / np.maximum(norms, 1e-12)
 
 
 def softmax(scores: np.ndarray) -> np.ndarray:
