@@ -404,6 +404,23 @@ def hash_files(spark: SparkSession, inputs: list[str]) -> list[str]:
     return files
 
 
+def parse(spark: SparkSession, files: list[str], **task_options) -> list[dict]:
+    """The one Spark job: every task cleans its part of ``files``, writes clean rows and rejects to
+    files (``task_options``: see :func:`clean_chunks`) and returns one stats row; -> the stats."""
+    compressed = [f for f in files if f.endswith(COMPRESSED)]
+    ranges = plan_byte_ranges(files, int(spark.conf.get("spark.sql.files.maxPartitionBytes", str(128 << 20)).rstrip("b")))
+    outputs = []
+    if compressed:
+        lines = spark.read.text(compressed).select("value", "_metadata.file_path", "_metadata.file_block_start")
+        outputs.append(lines.mapInArrow(partial(_clean_text, **task_options), "stats string"))
+    if ranges:
+        # One task per range: the task's row of spark.range names its range, so no Python
+        # pass is needed to turn the range list into a DataFrame.
+        outputs.append(spark.range(0, len(ranges), 1, len(ranges)).mapInArrow(
+            partial(_clean_byte_ranges, ranges=ranges, **task_options), "stats string"))
+    return [json.loads(row.stats) for row in reduce(DataFrame.unionByName, outputs).collect()]
+
+
 def run(spark: SparkSession, config: dict, root: str, inputs: list[str], hashes: list[str] | None = None) -> dict:
     """Clean raw YFCC metadata into ``ROOT/clean/`` and ``ROOT/rejects/clean/``.
 
@@ -437,22 +454,9 @@ def run(spark: SparkSession, config: dict, root: str, inputs: list[str], hashes:
     options = tag_options(config)
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(CHUNK_LINES))
     try:
-        task_options = dict(layouts=layouts, staging_clean=staging_clean, options=options,
-                            staging_range_rejects=range_rejects)
-        compressed = [f for f in files if f.endswith(COMPRESSED)]
-        ranges = plan_byte_ranges(files, int(spark.conf.get("spark.sql.files.maxPartitionBytes", str(128 << 20)).rstrip("b")))
-        outputs = []
-        if compressed:
-            lines = spark.read.text(compressed).select("value", "_metadata.file_path", "_metadata.file_block_start")
-            outputs.append(lines.mapInArrow(partial(_clean_text, **task_options), "stats string"))
-        if ranges:
-            # One task per range: the task's row of spark.range names its range, so no Python
-            # pass is needed to turn the range list into a DataFrame.
-            outputs.append(spark.range(0, len(ranges), 1, len(ranges)).mapInArrow(
-                partial(_clean_byte_ranges, ranges=ranges, **task_options), "stats string"))
         parse_started = time.time()
-        # The one Spark job: tasks write clean rows and rejects to files; one stats row each comes back.
-        stats = [json.loads(row.stats) for row in reduce(DataFrame.unionByName, outputs).collect()]
+        stats = parse(spark, files, layouts=layouts, staging_clean=staging_clean, options=options,
+                      staging_range_rejects=range_rejects)
         parse_finished = time.time()
         offsets = line_offsets([b for s in stats for b in s["blocks"]])
         write_rejects(range_rejects, [f for s in stats for f in s["rejects_files"]], offsets, staging_rejects)

@@ -50,7 +50,7 @@ def test_bz2_split_into_tasks_gives_the_plain_files_output(spark, plain, streams
     assert len(list((root / "clean").glob("part-*.parquet"))) >= 5   # one per task that kept rows
 
     expected = plain["manifest"]
-    for key in ("rows_in", "rows_out", "rows_rejected", "videos", "reasons", "dropped_tags"):
+    for key in ("rows_in", "rows_out", "rows_rejected", "videos", "rejects_by_reason", "dropped_tags"):
         assert manifest[key] == expected[key], key
     assert manifest["rows_in"] == ROWS
     assert read(root, "clean").equals(read(plain["folder"] / "plain", "clean"))

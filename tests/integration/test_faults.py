@@ -71,7 +71,7 @@ def assert_clean_matches(root: str, reference: str) -> None:
         got, want = (standalone.read_sorted(storage.join(r, stage), *keys) for r in (root, reference))
         assert got.num_rows == want.num_rows > 0 and got.equals(want), stage
     got, want = (storage.read_manifest(storage.join(r, "clean")) for r in (root, reference))
-    for key in ("rows_in", "rows_out", "rows_rejected", "videos", "reasons"):
+    for key in ("rows_in", "rows_out", "rows_rejected", "videos", "rejects_by_reason"):
         assert got[key] == want[key], key
 
 
