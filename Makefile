@@ -70,7 +70,7 @@ airflow-venv:
 	PYTHON=$(PYTHON) deploy/airflow/venv.sh >/dev/null
 
 test: setup openmoji airflow-venv
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --durations=20
 
 test-fast: setup openmoji
 	$(BIN)/pytest -q -m "not slow"
