@@ -16,7 +16,7 @@ from tests.integration.test_sample import FEATURE_DIM, VOCAB_SIZE, make_config, 
 def sampled(spark, tmp_path_factory):
     root = "file://" + str(tmp_path_factory.mktemp("contract") / "run")
     truth = write_inputs(root, images=1200, spark=spark, feature_dim=FEATURE_DIM)
-    sample.run(spark, make_config(partitions=3, row_group_mb=1), root, epochs=(1, 1))
+    sample.run(spark, make_config(output_partitions=3, row_group_mb=1), root, epochs=(1, 1))
     features = {int(p): f for p, f, has in zip(truth["photo_id"], truth["feature"], truth["has_feature"]) if has}
     return {"root": root, "features": features}
 

@@ -108,9 +108,9 @@ def plain(spark, tmp_path_factory):
     one, four = "file://" + str(base / "one"), "file://" + str(base / "four")
     truth = write_inputs(one)
     shutil.copytree(base / "one", base / "four")
-    summary = sample.run(spark, make_config(partitions=1), one, epochs=(1, 2))
+    summary = sample.run(spark, make_config(output_partitions=1), one, epochs=(1, 2))
     assert storage.read_manifest(storage.join(one, "epochs")) == summary
-    sample.run(spark, make_config(partitions=4), four, epochs=(1, 2))
+    sample.run(spark, make_config(output_partitions=4), four, epochs=(1, 2))
     return {"one": one, "four": four, "truth": truth, "summary": summary}
 
 
@@ -122,7 +122,7 @@ def test_an_epoch_is_identical_on_any_partitioning_and_rerun(spark, plain):
     assert len(glob.glob(f"{folder}/part-*.parquet")) == 1
     assert len(glob.glob(storage.filesystem(epochs_data.uri(four, 1))[1] + "/part-*.parquet")) == 4
     before = open(glob.glob(f"{folder}/part-*.parquet")[0], "rb").read()
-    sample.run(spark, make_config(partitions=1), one, epochs=(1, 1))
+    sample.run(spark, make_config(output_partitions=1), one, epochs=(1, 1))
     files = glob.glob(f"{folder}/part-*.parquet")
     assert len(files) == 1 and open(files[0], "rb").read() == before  # byte for byte
     assert not glob.glob(storage.filesystem(storage.join(one, "epochs"))[1] + "/_staging-*")

@@ -120,6 +120,6 @@ def test_a_killed_schedule_restarts_and_ends_with_exactly_the_right_epochs(spark
     fresh = str(tmp_path / "fresh")
     for name in ("vocab", "tagged"):
         shutil.copytree(tmp_path / "run" / name, Path(fresh) / name)
-    sample.run(spark, make_config(partitions=3), "file://" + fresh, epochs=(2, 2))
+    sample.run(spark, make_config(output_partitions=3), "file://" + fresh, epochs=(2, 2))
     assert read_epoch(root, 2).equals(read_epoch("file://" + fresh, 2))
     assert storage.read_manifest(epochs_data.uri(root, 2))["rows_out"] == read_epoch(root, 2).num_rows
