@@ -275,7 +275,7 @@ def run(spark: SparkSession, config: dict, root: str, epochs: tuple[int, int] | 
     rows_in = inputs.counts["train"] * len(made)
     rows_out = sum(m["rows_out"] for m in made)
     # A summary, not a dataset: each epoch's own manifest lists its files (the scheduler deletes epochs).
-    return storage.write_manifest(storage.join(root, "epochs"), "sample", rows_in=rows_in, rows_out=rows_out,
+    return storage.write_manifest(epochs.parent_uri(root), "sample", rows_in=rows_in, rows_out=rows_out,
                                   rows_rejected=rows_in - rows_out, parameters=parameters(config),
                                   inputs=inputs.uris, started=started, epochs=made, data_files={})
 

@@ -120,7 +120,7 @@ def delete_finished(root: str, planned: Plan) -> list[int]:
 
 def clean_staging(root: str) -> list[str]:
     """Delete the ``_staging-*`` folders under ROOT/epochs/ (left by a killed run); returns their URIs."""
-    epochs_uri = storage.join(root, "epochs")
+    epochs_uri = epochs.parent_uri(root)
     fs, path = storage.filesystem(epochs_uri)
     stale = [storage.join(epochs_uri, info.base_name)
              for info in fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))

@@ -35,7 +35,7 @@ from model import baselines, metrics
 from model import evaluate as in_corpus
 from model.report import table
 from pipeline import Im2vecError, storage
-from pipeline.datasets import cross, features, vocab
+from pipeline.datasets import cross, features, model as model_data, vocab
 
 
 def log(message: str) -> None:
@@ -179,7 +179,7 @@ def evaluate(config: dict, root: str, other_root: str) -> dict:
                        "train_images": int(len(train_ids)), "k": metrics.TOP_K}
     report["shared_tags"] = [model.tags[t] for t in shared[:20]]
     report.update(trained=root, against=other_root, cnn=cnn,
-                  model={"epoch": (storage.read_manifest(storage.join(root, "model")) or {}).get("epoch")})
+                  model={"epoch": (model_data.DATASET.manifest(root) or {}).get("epoch")})
     for name in ("im2vec", "popularity", "knn"):
         log(f"{name}: P@5 {report[name]['p_at_5']:.4f} F1 {report[name]['f1']:.4f}")
     return report

@@ -90,7 +90,7 @@ def image_features(root: str, paths: list[str]) -> tuple[dict[str, np.ndarray], 
 
 def _photo_features(root: str, ids: list[str]) -> tuple[dict[str, np.ndarray], dict[str, InputError]]:
     """features/ rows of photo ids (digit strings): ({id: float32[D]}, {id: InputError}), each id in one."""
-    uri = storage.join(root, "features")
+    uri = features_data.DATASET.uri(root)
     try:
         found, rows = features_data.read_rows(root, [int(text) for text in ids])
     except Im2vecError as err:   # no features/ at all: every id is answered with why

@@ -49,9 +49,14 @@ def uri(root: str, epoch: int) -> str:
     return storage.join(root, dataset(epoch).folder)
 
 
+def parent_uri(root: str) -> str:
+    """ROOT/epochs/: every epoch's folder, the sample stage's run summary, a killed run's ``_staging-*``."""
+    return storage.join(root, "epochs")
+
+
 def folders(root: str) -> dict[int, str]:
     """Epoch number -> folder URI of every ``epoch=NNNNN`` folder under ROOT/epochs/, complete or not."""
-    fs, path = storage.filesystem(storage.join(root, "epochs"))
+    fs, path = storage.filesystem(parent_uri(root))
     found = {}
     for info in fs.get_file_info(pafs.FileSelector(path, allow_not_found=True)):
         match = FOLDER.match(info.base_name)
