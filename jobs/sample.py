@@ -33,7 +33,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from pipeline import Im2vecError, sampling, storage
-from pipeline.datasets import epochs, features as features_data, tagged, vocab as vocab_data
+from pipeline.datasets import epochs as epochs_data, features as features_data, tagged, vocab as vocab_data
 from pipeline.datasets.epochs import uri as epoch_uri
 
 KEYS = ("seed", "positives", "negatives", "output_partitions", "row_group_mb")
@@ -236,7 +236,7 @@ def write_epoch(spark: SparkSession, config: dict, root: str, inputs: Inputs, ep
         renamed = storage.commit_attempt_files(staged, sorted(w.file for w in written if w.file), schema)
         # With no rows, commit_attempt_files wrote one empty file: pyarrow gives it one empty row group.
         row_groups = {renamed[w.file]: w.row_groups for w in written if w.file} or {"part-00000.parquet": 1}
-        epochs.write_petastorm_metadata(staged, schema, row_groups, feature_dim=inputs.feature_dim,
+        epochs_data.write_petastorm_metadata(staged, schema, row_groups, feature_dim=inputs.feature_dim,
                                         positives=params["positives"], negatives=params["negatives"])
         storage.replace(staged, final)
     finally:
@@ -249,7 +249,7 @@ def write_epoch(spark: SparkSession, config: dict, root: str, inputs: Inputs, ep
                           "usable train images; does features/ hold a photo_id twice?")
     return storage.write_manifest(
         final, "sample", rows_in=counts["train"], rows_out=rows_out, rows_rejected=sum(rejected.values()),
-        parameters=params, inputs=inputs.uris, started=started, schema_version=epochs.SCHEMA_VERSION, epoch=epoch,
+        parameters=params, inputs=inputs.uris, started=started, schema_version=epochs_data.SCHEMA_VERSION, epoch=epoch,
         seed=params["seed"], positives=params["positives"], negatives=params["negatives"],
         feature_dim=inputs.feature_dim, vocab_size=inputs.tables.value.vocab_size, rejects_by_reason=rejected,
         files=len([w for w in written if w.file]))
@@ -275,7 +275,7 @@ def run(spark: SparkSession, config: dict, root: str, epochs: tuple[int, int] | 
     rows_in = inputs.counts["train"] * len(made)
     rows_out = sum(m["rows_out"] for m in made)
     # A summary, not a dataset: each epoch's own manifest lists its files (the scheduler deletes epochs).
-    return storage.write_manifest(epochs.parent_uri(root), "sample", rows_in=rows_in, rows_out=rows_out,
+    return storage.write_manifest(epochs_data.parent_uri(root), "sample", rows_in=rows_in, rows_out=rows_out,
                                   rows_rejected=rows_in - rows_out, parameters=parameters(config),
                                   inputs=inputs.uris, started=started, epochs=made, data_files={})
 
@@ -299,7 +299,7 @@ def check(spark: SparkSession, config: dict, root: str, epoch: int) -> dict:
     size = len(vocab)
     weights = pd.DataFrame({"tag_id": np.arange(size, dtype=np.int32),
                             "q": vocab["neg_weight"] / vocab["neg_weight"].sum(), "w": vocab["pos_weight"]})
-    rows = (epochs.read(spark, root, epoch).select("photo_id", "pos_ids", "neg_ids")
+    rows = (epochs_data.read(spark, root, epoch).select("photo_id", "pos_ids", "neg_ids")
             .join(tagged.read(spark, root).select("photo_id", "tag_ids"), "photo_id"))
     own = rows.select("photo_id", F.explode("tag_ids").alias("tag_id")).join(
         F.broadcast(spark.createDataFrame(weights)), "tag_id")
