@@ -34,7 +34,6 @@ from pyspark.sql import functions as F
 
 from pipeline import Im2vecError, sampling, storage
 from pipeline.datasets import epochs as epochs_data, features as features_data, tagged, vocab as vocab_data
-from pipeline.datasets.epochs import uri as epoch_uri
 
 KEYS = ("seed", "positives", "negatives", "output_partitions", "row_group_mb")
 
@@ -221,7 +220,7 @@ def write_epoch(spark: SparkSession, config: dict, root: str, inputs: Inputs, ep
     """
     started = time.time()
     params = parameters(config)
-    final = epoch_uri(root, epoch)
+    final = epochs_data.uri(root, epoch)
     staged = storage.staging_uri(final)
     fs, path = storage.filesystem(staged)
     fs.create_dir(path, recursive=True)

@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pyspark.sql import Column, DataFrame, SparkSession, Window, functions as F
 
-from pipeline import Im2vecError, config as configuration, storage
+from pipeline import Im2vecError, storage
 from pipeline.datasets import (clean as clean_data, tagged as tagged_data, vocab as vocab_data,
                                zero_shot as zero_shot_data)
 
