@@ -132,32 +132,6 @@ def _transliterated(values: pa.Array) -> pa.Array:
     return values
 
 
-_spellings: dict[str, list[str]] = {}   # nickname -> owner_spellings, in this process (a reused Spark worker too)
-SPELLINGS_CACHED = 200_000               # nicknames kept; then the cache starts over
-
-
-def _cached_spellings(nicknames: pa.Array) -> tuple[pa.Array, np.ndarray]:
-    """:func:`owner_spellings` of distinct nicknames, computed once per nickname in this process.
-
-    Users upload in bulk, so most of a chunk's nicknames were in the chunks before it; Python
-    touches each distinct nickname of a chunk once (a dict lookup), never each tag or row.
-    """
-    names = nicknames.to_pylist()
-    missing = [name for name in names if name not in _spellings]
-    if missing:
-        if len(_spellings) + len(missing) > SPELLINGS_CACHED:
-            _spellings.clear()
-        spellings, owner = owner_spellings(pa.array(missing, pa.string()))
-        order = np.argsort(owner, kind="stable")
-        flat = spellings.take(pa.array(order)).to_pylist()
-        ends = np.cumsum(np.bincount(owner, minlength=len(missing))).tolist()
-        for name, start, end in zip(missing, [0] + ends[:-1], ends):
-            _spellings[name] = flat[start:end]
-    lists = [_spellings[name] for name in names]
-    owner = np.repeat(np.arange(len(names)), [len(spelled) for spelled in lists])
-    return pa.array([s for spelled in lists for s in spelled], pa.string()), owner
-
-
 def owner_tag_mask(values: pa.Array, codes: np.ndarray, parents: np.ndarray, owners: pa.Array) -> np.ndarray:
     """bool[t]: which tags are a spelling of their own photo's uploader (:func:`owner_spellings`).
 
@@ -175,7 +149,7 @@ def owner_tag_mask(values: pa.Array, codes: np.ndarray, parents: np.ndarray, own
     nick = pc.dictionary_encode(pc.fill_null(owners.take(pa.array(tagged)), ""))
     nick_codes = np.zeros(len(owners), np.int64)
     nick_codes[tagged] = nick.indices.to_numpy(zero_copy_only=False)
-    spellings, spelling_owner = _cached_spellings(nick.dictionary)
+    spellings, spelling_owner = owner_spellings(nick.dictionary)
     joint = pc.dictionary_encode(pa.concat_arrays([values, spellings.cast(values.type)]))
     joint_codes = joint.indices.to_numpy(zero_copy_only=False).astype(np.int64)
     width = len(joint.dictionary)
