@@ -16,7 +16,7 @@ TEST_APT_PACKAGES := chromium chromium-driver
 OPENMOJI_VERSION := 17.0.0
 OPENMOJI_DIR := .cache/openmoji-$(OPENMOJI_VERSION)
 
-.PHONY: setup system-packages openmoji airflow-venv demo test test-fast clean-demo
+.PHONY: setup system-packages openmoji airflow-venv torch-venv demo test test-fast clean-demo
 
 setup: system-packages $(BIN)/.installed
 
@@ -69,7 +69,13 @@ demo: setup
 airflow-venv:
 	PYTHON=$(PYTHON) deploy/airflow/venv.sh >/dev/null
 
-test: setup openmoji airflow-venv
+# PyTorch (CPU build) + Petastorm for examples/torch_dataloader.py and its test, in a virtualenv of its own
+# under ~/.cache/im2vec (torch needs a setuptools petastorm's pins refuse in .venv); ~50 s once, 1.2 GB.
+# Without it that test skips.
+torch-venv:
+	PYTHON=$(PYTHON) examples/pytorch/venv.sh >/dev/null
+
+test: setup openmoji airflow-venv torch-venv
 	$(BIN)/pytest -q --durations=20
 
 test-fast: setup openmoji
