@@ -14,10 +14,7 @@ are printed too: they hold better than wall-clock on a busy machine.
 from __future__ import annotations
 
 import argparse
-import bz2
 import os
-import resource
-import subprocess
 import sys
 import tempfile
 import time
@@ -27,22 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repo, for te
 
 from pipeline import config as configuration, synth  # noqa: E402
 from pipeline.spark import session  # noqa: E402
+from tests.benchmarks.bz2_rate import bzip2_rate, compare, compress, describe, text_tasks  # noqa: E402
 from tests.benchmarks.cputime import tree_cpu_seconds  # noqa: E402
-
-
-def bzip2_rate(path: str) -> tuple[float, float]:
-    """(wall seconds, CPU seconds) of `bzip2 -dc path > /dev/null`, best of two."""
-    best = None
-    for _ in range(2):
-        before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        started = time.perf_counter()
-        with open(os.devnull, "wb") as sink:
-            subprocess.run(["bzip2", "-dc", path], stdout=sink, check=True)
-        wall = time.perf_counter() - started
-        after = resource.getrusage(resource.RUSAGE_CHILDREN)
-        cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-        best = (wall, cpu) if best is None or wall < best[0] else best
-    return best
 
 
 def main() -> int:
@@ -57,19 +40,11 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="im2vec-bench-bz2-") as tmp:
         plain, path = os.path.join(tmp, "yfcc.tsv"), os.path.join(tmp, "yfcc100m_dataset.bz2")
         synth.write(plain, rows=args.rows, layout=25, seed=1)
-        with open(plain, "rb") as src:
-            data = src.read()
+        raw, size = os.path.getsize(plain), compress(plain, path, args.level)
         os.remove(plain)
-        with open(path, "wb") as out:
-            out.write(bz2.compress(data, args.level))
-        size, raw = os.path.getsize(path), len(data)
-        del data
         print(f"input: {args.rows:,} rows, {raw / 1e6:.0f} MB, {size / 1e6:.1f} MB as bzip2 level {args.level}")
 
         wall, cpu = bzip2_rate(path)
-        reference = size / 1e6 / wall
-        print(f"bzip2 -dc (1 core):            {wall:6.1f} s, {reference:5.2f} compressed MB/s "
-              f"({cpu:.1f} CPU s, {size / 1e6 / cpu:.2f} MB per CPU s)")
 
         split = (args.split_mb << 20) or max(1 << 20, size // args.cores + 1)
         config = configuration.load(overrides=[f"master=local[{args.cores}]", "spark.ui.enabled=false",
@@ -81,17 +56,13 @@ def main() -> int:
         synth.write(warm, rows=20_000, layout=25, seed=2)
         clean.run(spark, config, "file://" + os.path.join(tmp, "warm-run"), [warm])
 
-        tasks = spark.read.text(path).rdd.getNumPartitions()
+        tasks = text_tasks(spark, path)
         cpu_before, started = tree_cpu_seconds(), time.perf_counter()
         manifest = clean.run(spark, config, "file://" + os.path.join(tmp, "run"), [path])
         stage_wall, stage_cpu = time.perf_counter() - started, tree_cpu_seconds() - cpu_before
         spark.stop()
-        per_core = size / 1e6 / stage_wall / args.cores
-        print(f"clean stage ({args.cores} cores, {tasks} tasks): {stage_wall:6.1f} s, {size / 1e6 / stage_wall:5.2f} "
-              f"compressed MB/s, {per_core:.2f} per core ({stage_cpu:.1f} CPU s, {size / 1e6 / stage_cpu:.2f} MB "
-              f"per CPU s); {manifest['rows_in']:,} rows, {manifest['rows_in'] / stage_wall:,.0f} rows/s")
-        print(f"ratio, per core: {per_core / reference:.2f}x bzip2 -dc (wall), "
-              f"{(size / stage_cpu) / (size / cpu):.2f}x (CPU)")
+        print("\n".join(describe(compare(size, args.cores, stage_wall, stage_cpu, wall, cpu, tasks,
+                                          manifest["rows_in"]))))
     return 0
 
 
