@@ -1,7 +1,7 @@
 """Benchmark: the scale ladder. How each stage's time and memory grow with the input, rung by rung.
 
     .venv/bin/python tests/benchmarks/bench_ladder.py [--rungs 1M,4M,16M,64M] [--work DIR]
-                                                     [--train-rows 100000] [--keep]
+                                                     [--train-rows 100000] [--bz2-rung ROWS|none] [--keep]
 
 At each rung (rows of synthetic YFCC metadata, pipeline.synth, 25-column layout) a fresh child
 process synthesizes the input, then runs the stages as `im2vec` runs them, on Spark
@@ -19,6 +19,17 @@ local[--cores] with the default memory settings (driver 4g):
             features, against a table of the rung's vocabulary size (as bench_train.py trains
             without the features stage); its rows are fixed, so its exponent is against V
 
+One rung, ``--bz2-rung`` (default: the smallest rung, so 1M with the default rungs; ``none``
+for no bz2 rung), also runs from bzip2, the form the dump comes in, with three stages more (bz2_rate.py):
+
+    compress   the rung's input compressed with `bzip2 -9` (its own figure, part of no other)
+    bzip2-dc   `bzip2 -dc FILE > /dev/null` on that file, one core, best of two
+    clean-bz2  jobs.clean.run on that file, which Spark's text reader splits across tasks at
+               bzip2 block boundaries (default settings; the rung fails unless it makes 2+ tasks)
+
+and prints compressed MB/s per core of clean-bz2 and of bzip2 -dc, their ratio, and the same
+per CPU second (bench_bz2.py's figures, here in the same run as the rest of the ladder).
+
 Per stage and rung it prints seconds, rows/s, the peak RSS of the driver (the rung's Python
 process), of the Spark JVM (in local mode the driver's child and the executor) and of the
 Python workers (the JVM's descendants; RSS summed, so pages the daemon shares with the workers
@@ -28,7 +39,7 @@ growth exponent between rungs, log(time ratio) / log(rows ratio): 1 is linear; t
 is the baseline every ratio is taken against.
 
 Before a rung it prints the disk the rung needs (input + outputs + shuffle, from the bytes per
-row of the rung before, or an estimate) and refuses (exit 3) when the work folder's disk has
+row of the rung before, or an estimate; plus the .bz2 file at the bz2 rung) and refuses (exit 3) when the work folder's disk has
 less. The input file is deleted once clean has read it, and each rung's data when the rung is done
 (--keep keeps both). Logs and results.json stay in WORK/logs; --report prints an earlier run's tables.
 Not a pytest module.
@@ -49,12 +60,18 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from tests.benchmarks import bz2_rate  # noqa: E402
+
 STAGES = ["synth", "parse", "clean", "vocab", "sample", "train"]
+BZ2_STAGES = ["compress", "bzip2-dc", "clean-bz2"]   # the bz2 rung's, beside clean; no exponents
 EVENT = "LADDER "                 # prefix of the child's event lines on stdout
 # Disk a rung needs per input row before one has been measured. The peak is at the end of clean:
 # input 463 B + clean 160 B per row (measured at 1M and 4M rows), then the input is deleted; later
 # stages add ~40 B per row (tagged, one epoch, shuffle files) and a fixed ~250 MB (the train epoch).
 BYTES_PER_ROW_GUESS = 700
+# The bz2 rung's .bz2 file, there until clean-bz2 is done: ~120 B per row at bzip2 -9 (the
+# generator's rows, 200k and 400k rows), with a margin.
+BZ2_BYTES_PER_ROW = 140
 SAFETY = 1.1                      # margin on a measured bytes-per-row figure (100M rows: ~68 GB)
 SAMPLE_SECONDS = 0.2
 
@@ -163,7 +180,8 @@ def run_rung(args, rows: int, work: Path, logs: Path) -> list[dict]:
     log = logs / f"rung-{label(rows)}.log"
     command = [sys.executable, __file__, "--child", str(rows), "--work", str(rung_dir),
                "--cores", str(args.cores), "--train-rows", str(args.train_rows), "--max-size", str(args.max_size),
-               "--seed", str(args.seed), *(["--keep"] if args.keep else [])]
+               "--seed", str(args.seed), *(["--keep"] if args.keep else []),
+               *(["--bz2-child"] if rows == args.bz2_rung else [])]
     records, peak_disk = [], 0
     with open(log, "w") as err:
         child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=err, text=True, bufsize=1,
@@ -183,7 +201,10 @@ def run_rung(args, rows: int, work: Path, logs: Path) -> list[dict]:
             time.sleep(SAMPLE_SECONDS)              # one more sample of the stage's end
             sampler.stage = None
             peak_disk = max(peak_disk, folder_bytes(rung_dir), event.get("disk", 0))
-            record = {**event, "rung": rows, "cores": args.cores, "cpu": tree_cpu_seconds(child.pid) - cpu_started, **{f"rss_{k}": v for k, v in sampler.peaks.get(event["stage"], {}).items()}}
+            # bzip2-dc reports its own CPU seconds (of its best run, as its wall seconds)
+            cpu = event["cpu"] if "cpu" in event else tree_cpu_seconds(child.pid) - cpu_started
+            record = {**event, "rung": rows, "cores": args.cores, "cpu": cpu,
+                      **{f"rss_{k}": v for k, v in sampler.peaks.get(event["stage"], {}).items()}}
             records.append(record)
             print(f"  {time.strftime('%H:%M:%S')} {label(rows)}: {format_record(record)}", flush=True)
         sampler.running = False
@@ -196,12 +217,26 @@ def run_rung(args, rows: int, work: Path, logs: Path) -> list[dict]:
         shutil.rmtree(rung_dir, ignore_errors=True)
     for record in records:
         record["disk_peak"] = peak_disk
+    figures = bz2_figures(records)
+    if figures:
+        next(r for r in records if r["stage"] == "clean-bz2")["bz2"] = figures   # into results.json
+        print("\n".join(f"  {label(rows)} bz2: {line}" for line in bz2_rate.describe(figures)), flush=True)
     return records
+
+
+def bz2_figures(records: list[dict]) -> dict | None:
+    """bz2_rate.compare's figures from a rung's clean-bz2 and bzip2-dc records; None for a rung without them."""
+    by = {r["stage"]: r for r in records}
+    clean, bzip2 = by.get("clean-bz2"), by.get("bzip2-dc")
+    if not clean or not bzip2:
+        return None
+    return bz2_rate.compare(clean["compressed_bytes"], clean["cores"], clean["seconds"], clean["cpu"],
+                            bzip2["seconds"], bzip2["cpu"], clean["tasks"], clean["rows"])
 
 
 def format_record(r: dict) -> str:
     mb = 2 ** 20
-    return (f"{r['stage']:<6} {r['seconds']:8.1f}s {r.get('cpu', 0):8.1f} CPU-s {r['rows'] / max(r['seconds'], 1e-9):>11,.0f} rows/s  "
+    return (f"{r['stage']:<9} {r['seconds']:8.1f}s {r.get('cpu', 0):8.1f} CPU-s {r['rows'] / max(r['seconds'], 1e-9):>11,.0f} rows/s  "
             f"RSS driver {r.get('rss_driver', 0) / mb:6,.0f} MB, JVM {r.get('rss_jvm', 0) / mb:6,.0f} MB, "
             f"workers {r.get('rss_workers', 0) / mb:6,.0f} MB, other {r.get('rss_other', 0) / mb:5,.0f} MB; "
             f"shuffle w/r {r.get('shuffle_write', 0) / mb:,.0f}/{r.get('shuffle_read', 0) / mb:,.0f} MB; "
@@ -225,14 +260,14 @@ def summary(results: dict[int, list[dict]]) -> None:
     mb = 2 ** 20
     print("\nscale ladder (wall seconds | CPU seconds of the rung's processes | rows/s (wall) | peak RSS MB "
           "driver/JVM/workers | shuffle write MB | output MB)")
-    print(f"{'rung':>6} {'stage':<7}{'seconds':>9}{'CPU-s':>8}{'rows/s':>12}{'driver':>8}{'JVM':>7}{'workers':>8}"
+    print(f"{'rung':>6} {'stage':<10}{'seconds':>9}{'CPU-s':>8}{'rows/s':>12}{'driver':>8}{'JVM':>7}{'workers':>8}"
           f"{'shuffle':>9}{'output':>9}")
     for rows in rungs:
-        for stage in STAGES:
+        for stage in STAGES + BZ2_STAGES:
             r = by[rows].get(stage)
             if r is None:
                 continue
-            print(f"{label(rows):>6} {stage:<7}{r['seconds']:9.1f}{r.get('cpu', 0):8.1f}"
+            print(f"{label(rows):>6} {stage:<10}{r['seconds']:9.1f}{r.get('cpu', 0):8.1f}"
                   f"{r['rows'] / max(r['seconds'], 1e-9):12,.0f}"
                   f"{r.get('rss_driver', 0) / mb:8,.0f}{r.get('rss_jvm', 0) / mb:7,.0f}"
                   f"{r.get('rss_workers', 0) / mb:8,.0f}{r.get('shuffle_write', 0) / mb:9,.0f}"
@@ -242,6 +277,9 @@ def summary(results: dict[int, list[dict]]) -> None:
         ratio = f", clean / pyarrow parse {parse['seconds'] / clean['seconds']:.2f}x" if clean and parse else ""
         print(f"{'':>6} distinct tags {vocab.get('distinct_tags', 0):,}, vocabulary {vocab.get('vocab_size', 0):,}, "
               f"disk peak {results[rows][0]['disk_peak'] / 2 ** 30:.1f} GiB{ratio}")
+        figures = bz2_figures(results[rows])
+        if figures:
+            print("\n".join(f"{'':>6} bz2: {line}" for line in bz2_rate.describe(figures)))
     if len(rungs) < 2:
         return
     pairs = list(zip(rungs, rungs[1:])) + ([(rungs[0], rungs[-1])] if len(rungs) > 2 else [])
@@ -293,8 +331,29 @@ def args_cores(results: dict) -> int:
     return next(iter(results.values()))[0].get("cores", os.cpu_count() or 2)
 
 
-def disk_needed(rows: int, bytes_per_row: float) -> int:
-    return int(rows * bytes_per_row)
+def disk_needed(rows: int, bytes_per_row: float, bz2: bool = False) -> int:
+    """Bytes of disk a rung of ``rows`` needs at ``bytes_per_row`` (input, outputs, shuffle),
+    plus the .bz2 file's BZ2_BYTES_PER_ROW when it is the bz2 rung."""
+    return int(rows * (bytes_per_row + (BZ2_BYTES_PER_ROW if bz2 else 0)))
+
+
+def plain_disk(records: list[dict]) -> int:
+    """A finished rung's disk peak plus its shuffle bytes, less its .bz2 file if it had one: what
+    a rung of plain input needs, the next rung's estimate."""
+    compressed = sum(r.get("output_bytes", 0) for r in records if r["stage"] == "compress")
+    return records[0]["disk_peak"] + max(r.get("shuffle_write", 0) for r in records) - compressed
+
+
+def bz2_rung(parser, args, rungs: list[int]) -> int:
+    """The rows of the bz2 rung from ``--bz2-rung`` (default: the smallest rung); 0 for 'none'."""
+    if (args.bz2_rung or "").lower() == "none":
+        return 0
+    rows = parse_rows(args.bz2_rung) if args.bz2_rung else rungs[0]
+    if rows not in rungs:
+        parser.error(f"--bz2-rung {args.bz2_rung} is not one of --rungs {args.rungs}")
+    if args.cores < 2:
+        parser.error("--bz2-rung needs --cores 2 or more (it measures bz2 input split across tasks); 'none' skips it")
+    return rows
 
 
 def main() -> int:
@@ -305,9 +364,12 @@ def main() -> int:
     parser.add_argument("--train-rows", type=int, default=100_000)
     parser.add_argument("--max-size", type=int, default=100_000_000, help="vocab max_size (default: no cap)")
     parser.add_argument("--seed", type=int, default=13)
+    parser.add_argument("--bz2-rung", default=None,
+                        help="the rung that also runs from bzip2, one of --rungs (default: the smallest); 'none': no bz2 rung")
     parser.add_argument("--keep", action="store_true", help="keep each rung's data")
     parser.add_argument("--report", default=None, help="print the tables of an earlier run's results.json and exit")
     parser.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--bz2-child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child is not None:
         from tests.benchmarks.ladder_rung import child_main
@@ -322,14 +384,17 @@ def main() -> int:
     logs = work / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     rungs = sorted(parse_rows(r) for r in args.rungs.split(","))
-    print(f"scale ladder: rungs {', '.join(map(label, rungs))}; local[{args.cores}], driver memory as configured "
+    args.bz2_rung = bz2_rung(parser, args, rungs)
+    print(f"scale ladder: rungs {', '.join(map(label, rungs))}; bz2 rung {label(args.bz2_rung) if args.bz2_rung else 'none'}; "
+          f"local[{args.cores}], driver memory as configured "
           f"(defaults.yaml); train {args.train_rows:,} rows; work {work}; load average {os.getloadavg()[0]:.1f} "
           f"on {os.cpu_count()} cores", flush=True)
     results, bytes_per_row = {}, BYTES_PER_ROW_GUESS
     for rows in rungs:
-        needed = disk_needed(rows, bytes_per_row)
+        needed = disk_needed(rows, bytes_per_row, bz2=rows == args.bz2_rung)
         free = shutil.disk_usage(work).free
-        print(f"rung {label(rows)}: needs ~{needed / 2 ** 30:.1f} GiB of disk ({bytes_per_row:,.0f} B/row), "
+        bz2_file = f" + {BZ2_BYTES_PER_ROW} for the .bz2 file" if rows == args.bz2_rung else ""
+        print(f"rung {label(rows)}: needs ~{needed / 2 ** 30:.1f} GiB of disk ({bytes_per_row:,.0f}{bz2_file} B/row), "
               f"{free / 2 ** 30:.1f} GiB free", flush=True)
         if needed > free:
             print(f"rung {label(rows)}: refused, not enough disk under {work}; the ladder stops here")
@@ -338,8 +403,7 @@ def main() -> int:
         started = time.time()
         results[rows] = run_rung(args, rows, work, logs)
         # Spark's shuffle files live in its local dir, outside the rung folder: counted as written.
-        disk = results[rows][0]["disk_peak"] + max(r.get("shuffle_write", 0) for r in results[rows])
-        bytes_per_row = SAFETY * disk / rows
+        bytes_per_row = SAFETY * plain_disk(results[rows]) / rows
         print(f"rung {label(rows)} done in {time.time() - started:.0f}s; load average {os.getloadavg()[0]:.1f}",
               flush=True)
         (logs / "results.json").write_text(json.dumps({label(k): v for k, v in results.items()}, indent=1))

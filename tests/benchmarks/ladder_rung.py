@@ -1,4 +1,5 @@
-"""One rung of bench_ladder.py, in its own process: synth, parse, clean, vocab, sample, train.
+"""One rung of bench_ladder.py, in its own process: synth, parse, clean, vocab, sample, train
+(and at the bz2 rung compress, bzip2-dc and clean-bz2 too).
 
 Run by bench_ladder.py (``--child ROWS --work DIR``), never by hand. Each stage prints a start
 and an end event (``LADDER {json}``) on stdout; the parent samples this process tree's memory
@@ -143,6 +144,47 @@ def stop_jvm(spark) -> None:
     SparkContext._gateway = SparkContext._jvm = None
 
 
+def timed_stage(spark, work: Path, name: str, body, outputs: list[Path], rows_of, **fields) -> dict:
+    """Run ``body`` (a stage's run, returning its manifest) between a start and an end event; the
+    end event says its rows (``rows_of(manifest)``), seconds, the rung folder's bytes, the shuffle
+    bytes, the bytes of ``outputs``, the manifest's distinct_tags and vocab_size, and ``fields``."""
+    emit(event="start", stage=name)
+    before = shuffle_totals(spark)
+    started = time.time()
+    manifest = body()
+    seconds = time.time() - started
+    after = shuffle_totals(spark)
+    extra = {**{key: manifest[key] for key in ("distinct_tags", "vocab_size") if key in manifest}, **fields}
+    emit(event="end", stage=name, rows=rows_of(manifest), seconds=seconds, disk=folder_bytes(work),
+         shuffle_write=after[0] - before[0], shuffle_read=after[1] - before[1],
+         output_bytes=folder_bytes(*outputs), **extra,
+         note=", ".join(f"{k} {v:,}" for k, v in extra.items()))
+    return manifest
+
+
+def bz2_reference(spark, metadata: Path, compressed: Path, rows: int) -> tuple[int, int]:
+    """The bz2 rung's compress and bzip2-dc stages: ``metadata`` written to ``compressed`` with
+    bzip2 -9, then `bzip2 -dc` timed on it. Returns (compressed bytes, the tasks Spark's text
+    reader splits it into); fails the rung (SystemExit) before timing anything on it when that is
+    one task, as the rung measures bz2 input split across tasks."""
+    from tests.benchmarks import bz2_rate
+
+    emit(event="start", stage="compress")
+    started = time.time()
+    size = bz2_rate.compress(str(metadata), str(compressed))
+    emit(event="end", stage="compress", rows=rows, seconds=time.time() - started, output_bytes=size,
+         note=f"{metadata.stat().st_size / 1e6:,.0f} MB -> {size / 1e6:,.1f} MB with bzip2 -9")
+    tasks = bz2_rate.text_tasks(spark, "file://" + str(compressed))
+    if tasks < 2:
+        raise SystemExit(f"bz2 rung: Spark reads {compressed.name} ({size / 1e6:.1f} MB) as {tasks} task, "
+                         "not split; choose a bigger --bz2-rung")
+    emit(event="start", stage="bzip2-dc")
+    wall, cpu = bz2_rate.bzip2_rate(str(compressed))
+    emit(event="end", stage="bzip2-dc", rows=rows, seconds=wall, cpu=cpu, compressed_bytes=size, output_bytes=0,
+         note="1 core, best of two")
+    return size, tasks
+
+
 def child_main(args) -> int:
     """Run one rung (args.child rows) in args.work; see bench_ladder.py."""
     sys.path.insert(0, str(REPO))
@@ -174,24 +216,26 @@ def child_main(args) -> int:
     synthesize(warm, 20_000, args.seed + 1)
     clean.run(spark, config, "file://" + str(work / "warm"), [str(warm)])
 
-    def stage(name: str, body, outputs: list[str], rows_of) -> dict:
-        emit(event="start", stage=name)
-        before = shuffle_totals(spark)
-        started = time.time()
-        manifest = body()
-        seconds = time.time() - started
-        after = shuffle_totals(spark)
-        extra = {key: manifest[key] for key in ("distinct_tags", "vocab_size") if key in manifest}
-        emit(event="end", stage=name, rows=rows_of(manifest), seconds=seconds, disk=folder_bytes(work),
-             shuffle_write=after[0] - before[0], shuffle_read=after[1] - before[1],
-             output_bytes=folder_bytes(*(run / o for o in outputs)), **extra,
-             note=", ".join(f"{k} {v:,}" for k, v in extra.items()))
-        return manifest
+    def stage(name: str, body, outputs: list[str], rows_of, folder: Path = run, **fields) -> dict:
+        return timed_stage(spark, work, name, body, [folder / o for o in outputs], rows_of, **fields)
 
-    stage("clean", lambda: clean.run(spark, config, root, [str(metadata)]), ["clean", "rejects"],
-          lambda m: m["rows_in"])
+    compressed = work / "yfcc.tsv.bz2"
+    if args.bz2_child:
+        size, tasks = bz2_reference(spark, metadata, compressed, rows)
+    cleaned = stage("clean", lambda: clean.run(spark, config, root, [str(metadata)]), ["clean", "rejects"],
+                    lambda m: m["rows_in"])
     if not args.keep:
         metadata.unlink()     # read by clean only: the rung's disk peak is then input + clean, not input + all
+    if args.bz2_child:
+        bz2_run = work / "run-bz2"
+        from_bz2 = stage("clean-bz2", lambda: clean.run(spark, config, "file://" + str(bz2_run), [str(compressed)]),
+                         ["clean", "rejects"], lambda m: m["rows_in"], folder=bz2_run, tasks=tasks, compressed_bytes=size)
+        if from_bz2["rows_in"] != cleaned["rows_in"]:
+            raise SystemExit(f"bz2 rung: clean read {from_bz2['rows_in']:,} rows from the .bz2 file, "
+                             f"{cleaned['rows_in']:,} from the plain one")
+        if not args.keep:
+            compressed.unlink()
+            storage.delete("file://" + str(bz2_run))
     vocab_manifest = stage("vocab", lambda: vocab.run(spark, config, root), ["vocab", "tagged", "zero_shot"],
                            lambda m: m["rows_in"])
     stage("sample", lambda: sample.run(spark, config, root, (1, 1)), ["epochs"], lambda m: m["rows_in"])
