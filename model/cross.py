@@ -219,7 +219,7 @@ def run(config: dict, root: str, other_root: str) -> dict:
     sizes = report["sizes"]
     manifest = storage.write_manifest(
         folder, "evaluate --against", rows_in=sizes["test_split_images"], rows_out=sizes["test_images"],
-        rows_rejected=0, without_features=sizes["without_features"],
+        rows_rejected=0, against=other_root, without_features=sizes["without_features"],
         left_out=sizes["test_split_images"] - sizes["test_images"] - sizes["without_features"],
         parameters=in_corpus.parameters(config),
         inputs=[storage.join(root, name) for name in ("model", "vocab", "wordvec", "tagged", "features")] +

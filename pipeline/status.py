@@ -140,14 +140,17 @@ def status_json(root: str, stale_seconds: float | None = None) -> str:
 
 
 def verify_text(root: str) -> tuple[str, bool]:
-    """`status --verify`: every finished dataset's files against its manifest.
+    """`status --verify`: every finished dataset's files against its manifest, and the consumers' reports.
 
     Returns:
         ``(text, ok)``: one line per problem (or that every dataset matches), a note on datasets
-        whose manifest lists no files; ok is False when any file is missing, extra or truncated.
+        whose manifest lists no files; ok is False when any file is missing, extra, truncated or
+        (a consumer's report) unreadable.
     """
     problems, checked, unchecked = datasets.verify(root)
-    lines = [f"verify: {len(checked)} finished dataset(s) checked against their manifests: "
+    manifested = [name for name in checked if name != consumers.FOLDER]
+    lines = [f"verify: {len(manifested)} finished dataset(s) checked against their manifests"
+             + (", the consumers' reports parsed" if consumers.FOLDER in checked else "") + ": "
              + ("every data file is there, whole, and nothing else" if not problems else f"{len(problems)} problem(s)")]
     lines += [f"verify: {line}" for line in problems]
     if unchecked:

@@ -13,6 +13,9 @@
     model       model/                       im2vec train       model/
     index       index/                       im2vec index       index/
     reports     reports/                     im2vec evaluate    reports/
+    cross       reports/cross-NAME/          im2vec evaluate    its own
+                                             --against
+    consumers   consumers/NAME.json          each trainer       none: each file is checked by parsing it
 
 ``encoding`` holds the float16 vector encodings that features/, epochs/ and index/ share;
 ``base`` the :class:`~pipeline.datasets.base.Dataset` every module describes its folder with.
@@ -22,8 +25,8 @@ modules only.
 from __future__ import annotations
 
 from pipeline import storage
-from pipeline.datasets import (clean, epochs, features, index, model, rejects, reports, tagged, vocab, wordvec,
-                               zero_shot)
+from pipeline.datasets import (clean, consumers, cross, epochs, features, index, model, rejects, reports, tagged,
+                               vocab, wordvec, zero_shot)
 from pipeline.datasets.base import Dataset
 
 FIXED = [clean.DATASET, rejects.CLEAN, rejects.HASHES, vocab.DATASET, zero_shot.DATASET, tagged.DATASET, wordvec.DATASET,
@@ -31,18 +34,20 @@ FIXED = [clean.DATASET, rejects.CLEAN, rejects.HASHES, vocab.DATASET, zero_shot.
 
 
 def every(root: str) -> list[Dataset]:
-    """Every dataset a run root can hold, in pipeline order, with one entry per epoch folder found."""
+    """Every dataset a run root can hold, in pipeline order, with one entry per epoch folder and
+    per reports/cross-NAME/ folder found."""
     at = FIXED.index(rejects.FEATURES) + 1
-    return FIXED[:at] + [epochs.dataset(e) for e in epochs.folders(root)] + FIXED[at:]
+    return FIXED[:at] + [epochs.dataset(e) for e in epochs.folders(root)] + FIXED[at:] + cross.found(root)
 
 
 def verify(root: str) -> tuple[list[str], list[str], list[str]]:
-    """Check every finished dataset under ``root`` against its manifest.
+    """Check every finished dataset under ``root`` against its manifest, and every consumer's report.
 
     Returns:
         ``(problems, checked, unchecked)``: one line per missing, extra or wrong-sized data file
-        (see :meth:`Dataset.problems`); the names of the datasets checked; and of those that exist
-        but whose manifest does not list their files (written by an older im2vec), which cannot be.
+        (see :meth:`Dataset.problems`) and per consumer report that does not parse; the names of the
+        datasets checked (``consumers`` when that folder exists); and of those that exist but whose
+        manifest does not list their files (written by an older im2vec), which cannot be.
     """
     problems, checked, unchecked = [], [], []
     for dataset in every(root):
@@ -54,4 +59,7 @@ def verify(root: str) -> tuple[list[str], list[str], list[str]]:
             problems += dataset.problems(root, manifest)
         elif storage.exists(dataset.uri(root)):
             unchecked.append(dataset.name)
+    if storage.exists(storage.join(root, consumers.FOLDER)):
+        checked.append(consumers.FOLDER)
+        problems += consumers.problems(root)
     return problems, checked, unchecked

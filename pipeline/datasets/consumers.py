@@ -96,6 +96,18 @@ def read_all(root: str, now: datetime | None = None, unreadable: list[str] | Non
     return sorted(found, key=lambda c: c.name)
 
 
+def problems(root: str) -> list[str]:
+    """One line per ROOT/consumers/NAME.json that is not a consumer report (for ``im2vec status --verify``).
+
+    Consumer files have no manifest: each is written whole by its consumer, so the check is that it parses.
+    """
+    unreadable: list[str] = []
+    read_all(root, unreadable=unreadable)
+    return [f"{uri(root, name)} is not a consumer report ({{consumer, epoch, step, updated}}), so `im2vec "
+            f"schedule` deletes no epoch: consumer {name} rewrites it at its next report; delete it if {name} "
+            "is gone for good" for name in unreadable]
+
+
 def progress(consumers: list[Consumer], stale_seconds: float) -> tuple[int, int]:
     """(fastest, slowest): the highest and the lowest last finished epoch among the live consumers; (0, 0) with none."""
     live = [c.epoch for c in consumers if not c.stale(stale_seconds)]

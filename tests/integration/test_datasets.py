@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from pipeline import Im2vecError, cli, datasets, openclipart, storage
-from pipeline.datasets import (clean, epochs, features, index, model, rejects, reports, tagged, vocab, wordvec,
-                               zero_shot)
+from pipeline.datasets import (clean, cross, epochs, features, index, model, rejects, reports, tagged, vocab,
+                               wordvec, zero_shot)
 from tests.integration.conftest import make_config, needs_openclipart
 
 pytestmark = needs_openclipart
@@ -63,10 +63,11 @@ READERS = {
     "model": lambda spark, root: model.read_projection_bytes(root),
     "index": lambda spark, root: index.read(root),
     "reports": lambda spark, root: reports.read_evaluation(root),
+    "reports/cross-root": lambda spark, root: cross.read_evaluation(root, root),   # the run against itself
 }
 FAST = ["clean", "rejects/clean", "vocab", "zero_shot", "tagged", "wordvec", "features", "rejects/features",
         "epochs/epoch=00001"]
-SLOW = ["model", "index", "reports"]
+SLOW = ["model", "index", "reports", "reports/cross-root"]
 
 
 def dataset_named(root: str, name: str):
@@ -166,17 +167,24 @@ def test_a_manifest_without_a_file_list_is_reported_unchecked(small_run, capsys)
         storage.write_text(uri, written)
 
 
+def trained_config(config: dict) -> dict:
+    """The small run's configuration for train, index and evaluate."""
+    return {**config, "hidden_sizes": [], "batch_size": 16, "validation_images": 20, "evaluation_images": 20}
+
+
 @pytest.fixture(scope="module")
 def trained_small_run(small_run, spark) -> str:
-    """The small run trained one epoch, indexed and evaluated: model/, index/ and reports/."""
+    """The small run trained one epoch, indexed, evaluated, and evaluated against itself: model/, index/,
+    reports/ and reports/cross-root/."""
     from jobs import index as index_job
-    from model import evaluate, train
+    from model import cross as cross_evaluation, evaluate, train
 
     root, config = small_run
-    config = {**config, "hidden_sizes": [], "batch_size": 16, "validation_images": 20, "evaluation_images": 20}
+    config = trained_config(config)
     train.run(config, root)
     index_job.run(spark, config, root)
     evaluate.run(config, root)
+    cross_evaluation.run(config, root, root)
     return root
 
 
