@@ -25,6 +25,7 @@ Writes:
     ROOT/reports/train.png       train/validation loss and P@5/R@5/per-tag F1 per epoch, popularity baseline
                                  dashed, the exported epoch marked
     MODEL_DIR/checkpoints/       tf.train.CheckpointManager, every checkpoint_steps steps and at each epoch end
+    MODEL_DIR/checkpoints/best/  the exported epoch's g and tag table (the chief; kept when the above rotate out)
     MODEL_DIR/logs/              TensorBoard (loss every LOG_STEPS steps; validation every epoch)
     ROOT/model/_manifest.json    last, once every epoch through ``epochs`` is trained (or training stopped early)
 MODEL_DIR is ROOT/model for a file:// root, else the local (or shared) folder ``model_dir``:
@@ -68,6 +69,10 @@ Resuming: a killed trainer is started again with the same command. It restores t
 checkpoint (weights, optimizer slots, table, step and last finished epoch) and goes on with the
 next epoch; an epoch that was cut short is trained again from its start (its earlier steps are
 kept in the weights, so its rows are seen about 1.x times), and the step counter continues.
+The same command repairs a finished model whose files fail the data guard (one truncated or
+missing; pipeline.datasets.model): before it trains on, it writes them again from checkpoints/best/
+and the history (progress.json's, or the manifest's copy), so even with every epoch trained
+`im2vec train` is the remedy the guard names (:func:`export_again`).
 
 Beyond one machine (data parallel): start one process per worker (one GPU each; hide the others
 with CUDA_VISIBLE_DEVICES) with TF_CONFIG set, e.g. on two hosts::
@@ -428,6 +433,7 @@ class State:
         step_var, epoch_var: the checkpointed step and last finished epoch (int64 tf.Variable);
         manager: the tf.train.CheckpointManager; train_step: :func:`make_train_step`'s function;
         writer: TensorBoard's (a no-op writer on other workers than the chief);
+        best: the chief's CheckpointManager of the exported epoch's g and table (None elsewhere);
         history: one dict per finished epoch (progress.json's); step: steps trained so far.
     """
     projection: object
@@ -438,20 +444,18 @@ class State:
     manager: object
     train_step: object
     writer: object
+    best: object
     history: list = field(default_factory=list)
     step: int = 0
 
 
 def start(config: dict, root: str) -> Setup:
-    """Check the configuration, place this process among the workers; the chief marks ROOT/model/ incomplete."""
+    """Check the configuration and place this process among the workers."""
     params = parameters(config)
     keep_freed_memory()
     root = storage.to_uri(root)
     strategy, worker, workers = distribution()
-    setup = Setup(root, params, strategy, worker, workers, local_model_dir(root, params["model_dir"]))
-    if setup.chief:
-        storage.delete(storage.join(model_data.DATASET.uri(root), storage.MANIFEST))   # training: the stage is incomplete
-    return setup
+    return Setup(root, params, strategy, worker, workers, local_model_dir(root, params["model_dir"]))
 
 
 def read_inputs(root: str, params: dict) -> Inputs:
@@ -511,13 +515,65 @@ def build(setup: Setup, inputs: Inputs) -> State:
                               f"(hidden_sizes, tag_learning_rate 0 or not, vocabulary): {err}; delete "
                               f"{checkpoint_dir} to start over") from None
         log(f"resumed from {manager.latest_checkpoint}: epoch {int(epoch_var)} finished, step {int(step_var)}")
-    history = [h for h in model_data.read_progress(setup.root).get("history", []) if h["epoch"] <= int(epoch_var)]
+    best = tf.train.CheckpointManager(tf.train.Checkpoint(projection=projection, tag_vectors=table.vectors),
+                                      os.path.join(checkpoint_dir, "best"), max_to_keep=1,
+                                      checkpoint_name="epoch") if setup.chief else None
+    # A finished model's manifest keeps a copy of the history, for when progress.json is damaged.
+    recorded = model_data.read_progress(setup.root).get("history") or \
+        (model_data.DATASET.manifest(setup.root) or {}).get("history", [])
+    history = [h for h in recorded if h["epoch"] <= int(epoch_var)]
     train_step = make_train_step(setup.strategy, projection, optimizer, table, params["loss"],
                                  sampling.method(params).batch_negatives)
     writer = tf.summary.create_file_writer(os.path.join(setup.model_dir, "logs")) if setup.chief else \
         tf.summary.create_noop_writer()
-    return State(projection, optimizer, table, step_var, epoch_var, manager, train_step, writer, history,
+    return State(projection, optimizer, table, step_var, epoch_var, manager, train_step, writer, best, history,
                  int(step_var))
+
+
+def export_again(setup: Setup, state: State, inputs: Inputs) -> None:
+    """On the chief, before training: write again each file ROOT/model/'s manifest lists that is missing or
+    of another size: g and the table from the best epoch's checkpoint (checkpoints/best/), the tag bias
+    from the vocabulary, progress.json from the history.
+
+    Nothing to do when no checkpoint was restored (training starts over and writes every file), nor
+    for an extra file (the data guard says to delete it). The files left whole are not touched: a
+    new projection.keras (same weights, other bytes) makes index/ look made by another model.
+
+    Raises:
+        Im2vecError: (one line; nothing written) the best epoch's weights or the history are kept
+            nowhere else: train from the start.
+    """
+    import tensorflow as tf
+    from model.projection import build_projection
+
+    folder = model_data.DATASET.uri(setup.root)
+    listed = model_data.DATASET.listed(model_data.DATASET.manifest(setup.root)) or {}
+    found = storage.list_data_files(folder)
+    damaged = {name for name, size in listed.items() if found.get(name) != size}
+    if not damaged or int(state.epoch_var) == 0:
+        return
+    best, kept = best_epoch(state.history).get("epoch"), state.best.latest_checkpoint
+    weights = {model_data.PROJECTION, model_data.TAG_VECTORS} & damaged
+    if best is None or weights and (kept is None or os.path.basename(kept) != f"epoch-{best}"):
+        lost = "its history (progress.json) is lost" if best is None else \
+            f"epoch {best}'s weights are not under {state.best.directory} (trained before im2vec kept them)"
+        raise Im2vecError(f"{storage.join(folder, sorted(damaged)[0])} is missing or not the size its manifest "
+                          f"says, and im2vec cannot write it again: {lost}; delete {state.manager.directory} and "
+                          "run `im2vec train` to train from the start")
+    if weights:
+        projection = build_projection(inputs.feature_dim, inputs.initial.shape[1], setup.params["hidden_sizes"])
+        tag_vectors = tf.Variable(inputs.initial, trainable=False)
+        tf.train.Checkpoint(projection=projection, tag_vectors=tag_vectors).read(kept).assert_existing_objects_matched()
+        if model_data.PROJECTION in damaged:
+            model_data.write_projection(setup.root, projection)
+        if model_data.TAG_VECTORS in damaged:
+            model_data.write_array(setup.root, "tag_vectors", tag_vectors.numpy())
+    if model_data.TAG_BIAS in damaged:
+        model_data.write_array(setup.root, "tag_bias", inputs.bias)
+    if model_data.PROGRESS in damaged:
+        model_data.write_progress(setup.root, progress_record(state, inputs, int(state.epoch_var)))
+    log(f"wrote {', '.join(sorted(damaged))} under {folder} again (missing or not the size the manifest says), "
+        f"the model of epoch {best}" + (f" from {kept}" if weights else ""))
 
 
 def save(setup: Setup, state: State, inputs: Inputs, epoch_done: int) -> None:
@@ -526,12 +582,16 @@ def save(setup: Setup, state: State, inputs: Inputs, epoch_done: int) -> None:
     state.epoch_var.assign(epoch_done)
     state.manager.save(checkpoint_number=state.step)
     if setup.chief:
-        progress = {"epoch": epoch_done, "step": state.step, "best_epoch": best_epoch(state.history).get("epoch"),
-                    **last_figures(state.history), **inputs.popularity,
-                    "history": state.history, "updated": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-        model_data.write_progress(setup.root, progress)
+        model_data.write_progress(setup.root, progress_record(state, inputs, epoch_done))
         if setup.params["consumer"]:
             consumers.report(setup.root, setup.params["consumer"], epoch_done, state.step)
+
+
+def progress_record(state: State, inputs: Inputs, epoch_done: int) -> dict:
+    """progress.json's content once epoch ``epoch_done`` is finished (0: none yet): module docstring."""
+    return {"epoch": epoch_done, "step": state.step, "best_epoch": best_epoch(state.history).get("epoch"),
+            **last_figures(state.history), **inputs.popularity,
+            "history": state.history, "updated": datetime.now(timezone.utc).isoformat(timespec="seconds")}
 
 
 # --- one epoch ---------------------------------------------------------------------------------
@@ -622,6 +682,8 @@ def end_epoch(setup: Setup, state: State, inputs: Inputs, epoch: int, rows: int,
         state.writer.flush()
         write_outputs(setup.root, state.projection if improved else None, state.table.vectors.numpy(), inputs.bias,
                       state.history)
+        if improved:
+            state.best.save(checkpoint_number=epoch)
         log(f"epoch {epoch}: {rows:,} rows in {seconds:.1f}s ({rows / max(seconds, 1e-9):,.0f} examples/s), "
             f"step {state.step}, loss {train_loss:.4f}, validation loss {scores['val_loss']:.4f} "
             f"P@5 {scores['val_p_at_5']:.4f} R@5 {scores['val_r_at_5']:.4f} per-tag F1 {scores['val_f1']:.4f}"
@@ -643,7 +705,8 @@ def finish(setup: Setup, state: State, inputs: Inputs, trained: dict, epochs: ra
     summary = {"epoch": int(state.epoch_var), "step": state.step, "best_epoch": best.get("epoch"),
                **last_figures([best]), **inputs.popularity,
                "examples_per_second": trained["rows"] / trained["seconds"] if trained["seconds"] else None,
-               "tag_cosine_to_initial": cosine, "workers": setup.workers, "model_dir": setup.model_dir}
+               "tag_cosine_to_initial": cosine, "workers": setup.workers, "model_dir": setup.model_dir,
+               "history": state.history}
     if not setup.chief:
         return summary
     read = [storage.join(setup.root, name) for name in ("wordvec", "vocab", "tagged", "features")] + \
@@ -673,6 +736,9 @@ def run(config: dict, root: str) -> dict:
     setup = start(config, root)
     inputs = read_inputs(setup.root, setup.params)
     state = build(setup, inputs)
+    if setup.chief:
+        export_again(setup, state, inputs)
+        storage.delete(storage.join(model_data.DATASET.uri(setup.root), storage.MANIFEST))   # training: incomplete
     epochs = range(int(state.epoch_var) + 1, setup.params["epochs"] + 1)
     trained = {"rows": 0, "seconds": 0.0}
     consumer = setup.params["consumer"] if setup.chief else ""   # the chief reports for every worker

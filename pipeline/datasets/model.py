@@ -8,6 +8,9 @@
 The manifest is written when training finishes and deleted when it resumes, so readers that
 work while training runs (tag, search, index) check the files only when there is one.
 checkpoints/ and logs/ are the trainer's own working state, not part of the dataset.
+A finished model's file that is missing or truncated is written again by `im2vec train` (the remedy
+the data guard names), even with every epoch trained: from the best epoch's checkpoint
+(checkpoints/best/) and the history, which the manifest keeps a copy of (model/train.py).
 """
 from __future__ import annotations
 

@@ -4,13 +4,15 @@ A small real run (openclipart images through clean, vocab, wordvec, features and
 the slow part, train, index and evaluate) is made once; each test damages one data file of one
 dataset (cuts it short, hides it, or adds a stray copy), checks that the dataset's reader fails
 with one line naming the file and the command that remakes it, and that `im2vec status --verify`
-finds it, then puts the file back.
+finds it, then puts the file back. A model file cut short after the last epoch is written again
+by `im2vec train`, the command the guard names.
 """
 import json
 import os
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from pipeline import Im2vecError, cli, datasets, openclipart, storage
@@ -206,3 +208,60 @@ def test_the_models_checkpoints_are_not_part_of_the_dataset(trained_small_run):
         assert model.DATASET.problems(root) == []
     finally:
         os.remove(folder / "checkpoints" / "stray")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", [model.PROJECTION, model.TAG_VECTORS, model.TAG_BIAS, model.PROGRESS])
+def test_train_writes_a_model_file_cut_short_again_when_every_epoch_is_trained(small_run, trained_small_run, name):
+    """The guard says to run `im2vec train` again; with no epoch left to train, train writes that file
+    again (the best epoch's weights from its checkpoint, the bias, the history) and leaves the rest."""
+    from model import train
+
+    root = trained_small_run
+    folder = Path(storage.filesystem(model.DATASET.uri(root))[1])
+    finished = model.DATASET.manifest(root)
+    before = {n: (folder / n).read_bytes() for n in model.DATASET.listed(finished)}
+    damage(folder / name, "truncated")
+    with pytest.raises(Im2vecError, match=f"{name} is .* the file is truncated; run `im2vec train` again$"):
+        model.DATASET.require(root)
+    train.run(trained_config(small_run[1]), root)
+    assert model.DATASET.problems(root) == []
+    after = model.DATASET.manifest(root)
+    assert [after[k] for k in ("epoch", "best_epoch", "history")] == [finished[k] for k in ("epoch", "best_epoch",
+                                                                                            "history")]
+    assert {n: (folder / n).read_bytes() for n in before if n != name} == {n: b for n, b in before.items() if n != name}
+    written = (folder / name).read_bytes()
+    if name == model.PROJECTION:   # the same weights; the .keras file records when it was saved
+        old, new = model.load_projection(before[name]), model.load_projection(written)
+        features_ = np.random.default_rng(0).normal(size=(8, old.input_shape[-1])).astype(np.float32)
+        np.testing.assert_array_equal(model.embed(new, features_), model.embed(old, features_))
+    elif name == model.PROGRESS:   # the same record; the time it was written aside
+        assert {**json.loads(written), "updated": None} == {**json.loads(before[name]), "updated": None}
+    else:
+        assert written == before[name]
+
+
+@pytest.mark.slow
+def test_train_says_in_one_line_when_the_best_epochs_weights_are_not_kept(small_run, trained_small_run, tmp_path):
+    """A model trained before the trainer kept its best epoch's weights apart: a tag_vectors.npy cut short
+    cannot be written again, and train says what to do before it changes anything."""
+    from model import train
+
+    root = trained_small_run
+    folder = Path(storage.filesystem(model.DATASET.uri(root))[1])
+    best = folder / "checkpoints" / "best"
+    manifest = (folder / storage.MANIFEST).read_bytes()
+    shutil.move(best, tmp_path / "best")
+    undo = damage(folder / model.TAG_VECTORS, "truncated")
+    try:
+        with pytest.raises(Im2vecError) as caught:
+            train.run(trained_config(small_run[1]), root)
+        assert str(caught.value) == (
+            f"{model.DATASET.uri(root)}/{model.TAG_VECTORS} is missing or not the size its manifest says, and im2vec "
+            f"cannot write it again: epoch 1's weights are not under {best} (trained before im2vec kept them); "
+            f"delete {folder / 'checkpoints'} and run `im2vec train` to train from the start")
+        assert (folder / storage.MANIFEST).read_bytes() == manifest
+    finally:
+        undo()
+        shutil.move(tmp_path / "best", best)
+    assert model.DATASET.problems(root) == []

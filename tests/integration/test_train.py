@@ -123,6 +123,12 @@ def test_early_stopping_exports_the_best_epoch_not_the_last(run_root, monkeypatc
     # started again, it does not train on: patience is already spent
     assert train.run(make_config(num_epochs=EPOCHS, patience=2), run_root)["epoch"] == 4
     assert len(tables) == 4
+    # a tag_vectors.npy cut short is written again by the next run, as epoch 2's table, not the last one's
+    path = Path(storage.filesystem(run_root)[1]) / "model" / "tag_vectors.npy"
+    path.write_bytes(path.read_bytes()[:100])
+    assert train.run(make_config(num_epochs=EPOCHS, patience=2), run_root)["best_epoch"] == 2
+    np.testing.assert_array_equal(np.load(path), tables[1])
+    assert len(tables) == 4
 
 
 def test_a_second_run_resumes_where_the_first_stopped(trained):
