@@ -215,9 +215,16 @@ def relative_to(uri: str, folder_uri: str) -> str:
 def read_manifest(stage_uri: str) -> dict | None:
     """The manifest of a stage folder, or None when the stage is missing or incomplete."""
     try:
-        return json.loads(read_text(join(stage_uri, MANIFEST)))
+        text = read_text(join(stage_uri, MANIFEST))
     except (FileNotFoundError, OSError):
         return None
+    try:
+        return json.loads(text)
+    except ValueError as err:
+        # The manifest is written last and whole, so a bad one was damaged afterwards: the folder's
+        # data cannot be vouched for.
+        raise pipeline.Im2vecError(f"{join(stage_uri, MANIFEST)} is damaged ({err}); run the stage that writes "
+                          f"{stage_uri.rstrip('/').rsplit('/', 1)[-1]}/ again") from None
 
 
 def write_manifest(stage_uri: str, stage: str, *, rows_in: int, rows_out: int, rows_rejected: int,
