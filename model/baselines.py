@@ -18,6 +18,7 @@ int32[offsets[-1]]; ``top`` int32[N, k], best first.
 """
 from __future__ import annotations
 
+import copy
 import time
 from typing import Callable, Iterable
 
@@ -45,7 +46,8 @@ def popularity_top_k(images_per_tag: np.ndarray, n: int, k: int = metrics.TOP_K)
 
 
 def cosine_scores(embeddings: np.ndarray, vectors: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
-    """How im2vec and zero_shot rank images for a tag, as ``im2vec search`` does.
+    """How zero_shot ranks images for a tag, as ``im2vec search`` does (and evaluate's ``map_by_cosine``
+    and the cross-corpus im2vec; in-corpus im2vec ranks them by pipeline.query.probability_columns).
 
     Args:
         embeddings: float[N, d] g(f) of the images; vectors: float[C, d] the tags' vectors.
@@ -122,19 +124,34 @@ class Votes:
         self.values = np.bincount(inverse, weights=weight).astype(np.float32)
         self.shape = (n, vocab_size)
 
-    def row_block(self, start: int, stop: int) -> np.ndarray:
-        """float32[stop - start, V], dense."""
+    def normalized(self) -> Votes:
+        """The same votes as float64 shares: each image's sum to 1 (an image without votes keeps none)."""
+        shares = copy.copy(self)
+        sums = np.bincount(self.rows, weights=self.values, minlength=self.shape[0])
+        shares.values = self.values / np.maximum(sums[self.rows], 1e-12)
+        return shares
+
+    def images(self, start: int, stop: int) -> Votes:
+        """The votes of images start..stop - 1 alone (row 0 is image ``start``)."""
         lo, hi = np.searchsorted(self.rows, [start, stop])
-        dense = np.zeros((stop - start, self.shape[1]), np.float32)
+        part = copy.copy(self)
+        part.rows, part.columns, part.values = self.rows[lo:hi] - start, self.columns[lo:hi], self.values[lo:hi]
+        part.shape = (stop - start, self.shape[1])
+        return part
+
+    def row_block(self, start: int, stop: int) -> np.ndarray:
+        """float[stop - start, V] (the values' type: float32, float64 when normalized), dense."""
+        lo, hi = np.searchsorted(self.rows, [start, stop])
+        dense = np.zeros((stop - start, self.shape[1]), self.values.dtype)
         dense[self.rows[lo:hi] - start, self.columns[lo:hi]] = self.values[lo:hi]
         return dense
 
     def column_block(self, tag_ids: np.ndarray) -> np.ndarray:
-        """float32[N, Q], dense, for Q distinct tag ids."""
+        """float[N, Q] (the values' type), dense, for Q distinct tag ids."""
         column = np.full(self.shape[1], -1, np.int64)
         column[tag_ids] = np.arange(len(tag_ids))
         found = column[self.columns] >= 0
-        dense = np.zeros((self.shape[0], len(tag_ids)), np.float32)
+        dense = np.zeros((self.shape[0], len(tag_ids)), self.values.dtype)
         dense[self.rows[found], column[self.columns[found]]] = self.values[found]
         return dense
 

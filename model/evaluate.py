@@ -20,13 +20,27 @@ An image's true tags are its vocabulary tags (tagged/).
 
 Methods: ``im2vec``, the trained model, ranks tags as ``im2vec tag`` ranks them
 (pipeline.query.tag_probabilities: g(f)·v_t + tag_bias_t mixed with the CNN's ConSE prior and, when
-index/ was made by this model, the votes of the nearest training images in g's space) and images
-for a tag by cosine(g(f), v_t); ``popularity``, ``knn`` and
-``zero_shot`` are in model/baselines.py (zero_shot's ground truth: the test images' clean/ tags among
-the held-out tags). Metrics at k = 5 (model/metrics.py): per-tag precision, recall, F1 and N+ (the
-JEC/TagProp/FastTag protocol), per-image P@5 and R@5, and the mean average precision of word
-queries. ``ms_per_image`` (im2vec, knn) is the compute time per query image to produce its tags,
-reading excluded: im2vec embeds and scores V tags, knn scans every training image.
+index/ was made by this model, the votes of the nearest training images in g's space), and the test
+images for a tag by that same probability p(tag | image) (pipeline.query.probability_columns, the
+tagger's one formula), as knn ranks them by its votes; ``map_by_cosine`` is its mAP with the images
+ranked by cosine(g(f), v_t) instead, as ``im2vec search`` ranks them. ``popularity``, ``knn`` and
+``zero_shot`` are in model/baselines.py. zero_shot keeps the projection alone (tags by g(f)·v_w,
+images by cosine(g(f), v_w)), by choice: a held-out tag has no row in the vocabulary's softmax, no
+tag_bias and no training image to vote for it, so the fused tagger has no probability for it
+(``--any-word`` scores such words by the ConSE prior alone, which would measure the CNN's ImageNet
+classifier, not whether g carries over to unseen words); and cosine is how ``im2vec search`` ranks
+images for a word outside the vocabulary. zero_shot's ground truth: the test images' clean/ tags
+among the held-out tags.
+
+Metrics at k = 5 (model/metrics.py): per-tag precision, recall, F1 and N+ (the JEC/TagProp/FastTag
+protocol), per-image P@5 and R@5, and the mean average precision of word queries. ``ms_per_image``
+(im2vec, knn) is the compute time per query image to produce its tags, reading excluded: im2vec
+embeds, scans the training images' embeddings in index/ for its neighbours and scores V tags; knn
+scans every training image's CNN features.
+
+Memory: the test images' features (N x D) and, for im2vec, their pipeline.query.ImageTerms (N x d
+twice, the neighbours' sparse votes); mAP scores the N images for a few tags at a time (model.metrics
+.mean_average_precision: N x Q <= SCORE_BLOCK / 4), never N x V at once.
 """
 from __future__ import annotations
 
@@ -246,11 +260,14 @@ def evaluate(inputs: Inputs, params: dict, root: str) -> tuple[dict, dict]:
 
     started = time.perf_counter()
     embeddings = query.embed(model, test["feature"])
-    top, _ = query.top_tags(model, embeddings, metrics.CURVE_K, test["feature"], inputs.neighbours)
+    terms = query.image_terms(model, embeddings, test["feature"], inputs.neighbours)
+    top, _ = query.top_tags(model, terms, metrics.CURVE_K)
     im2vec_seconds = time.perf_counter() - started
-    report = {"im2vec": {**metrics.summary(top, *truth, baselines.cosine_scores(embeddings, model.tag_vectors)),
-                         "ms_per_image": 1000 * im2vec_seconds / n}}
-    log(f"im2vec: F1 {report['im2vec']['f1']:.4f}")
+    by_cosine = metrics.mean_average_precision(baselines.cosine_scores(embeddings, model.tag_vectors), *truth)
+    report = {"im2vec": {**metrics.summary(top, *truth, functools.partial(query.probability_columns, model, terms)),
+                         "map_by_cosine": by_cosine["map"], "ms_per_image": 1000 * im2vec_seconds / n}}
+    log(f"im2vec: F1 {report['im2vec']['f1']:.4f}, mAP {report['im2vec']['map'] or 0:.4f} "
+        f"(images by cosine: {by_cosine['map'] or 0:.4f})")
     report["popularity"] = metrics.summary(baselines.popularity_top_k(inputs.train_counts, n, metrics.CURVE_K), *truth)
     knn_top, votes, knn_seconds = baselines.knn(test["feature"], inputs.feature_blocks(), inputs.neighbour_tags,
                                                 size, params["knn_k"])

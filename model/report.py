@@ -27,14 +27,18 @@ def markdown(report: dict) -> str:
     lines = [f"## Evaluation at k={TOP_K} on {sizes['test_images']:,} test images", "", *table(report)]
     lines += ["", f"Precision, recall, F1 and N+ are per tag (averaged over the {report['im2vec']['tags']:,} "
               f"vocabulary tags with a relevant test image; N+ = tags recalled at least once); P@5/R@5 per image; "
-              f"mAP over word queries (random ranking: im2vec {_number(report['im2vec']['map_random'])}). "
+              f"mAP over word queries: each tag ranks the test images, im2vec's by p(tag | image), the probability "
+              f"it tags with, knn's by its votes (random ranking: im2vec {_number(report['im2vec']['map_random'])}; "
+              f"im2vec with the images ranked by cosine(g(f), v_t), as `im2vec search` ranks them: "
+              f"{_number(report['im2vec'].get('map_by_cosine'))}). "
               f"knn: {report['knn']['k']} nearest of {sizes['train_images']:,} training images. "
               f"Model: {json.dumps(report['model'])}."]
     zero = report["zero_shot"]
     if zero.get("run"):
         lines.append(f"zero_shot: {zero['held_out']} tags held out of training, {zero['with_vector']} with a word "
                      f"vector, {zero['relevant_in_test']} on a test image ({zero['images']} images); ranked among "
-                     f"the {zero['with_vector']} (random-ranking mAP {_number(zero['map_random'])}).")
+                     f"the {zero['with_vector']}, images by cosine(g(f), v_w) (random-ranking mAP "
+                     f"{_number(zero['map_random'])}).")
     return "\n".join(lines) + "\n"
 
 

@@ -16,8 +16,10 @@ validates (model.train.validate, model.projection.tag_bias): the offset undoes t
 weighting so tags rank by how likely each is on the image. With any_word, other words of
 words.kv compete through a mixture probability (:func:`rank_tags`): scored by ``g(f)·v_w``, rare
 keys such as "shoh" (twice the typical GloVe norm) outranked every tag on photos far from the
-training images. Searching ranks images for one query by cosine
-``g(f)/|g(f)| · q/|q|``; ranking images for one word needs no offset.
+training images. Tagging with the CNN features or index/ at hand ranks by the fused probability
+(:func:`tag_probabilities`, one formula: :func:`probability_columns`), and so does the evaluate
+stage when it ranks test images for a tag (mAP). Searching ranks index/'s images for one query by
+cosine ``g(f)/|g(f)| · q/|q|`` (:func:`search` says why not by the probability).
 """
 from __future__ import annotations
 
@@ -201,17 +203,31 @@ def load_neighbours(root: str, model: Model, index: Index | None = None) -> Neig
                       tag_ids=lists.values.to_numpy()[offsets[0]:offsets[-1]].astype(np.int32))
 
 
-def neighbour_votes(neighbours: Neighbours, embeddings: np.ndarray, vocab_size: int) -> np.ndarray:
-    """float64[N, V]: the NEIGHBOURS training images nearest by cosine of g(f) vote their tags, each vote
-    weighted by its (non-negative) cosine (model.baselines' knn, in the learned space); rows sum to 1
-    (all zero when no neighbour has a tag)."""
+def neighbour_votes(neighbours: Neighbours, embeddings: np.ndarray, vocab_size: int) -> baselines.Votes:
+    """The NEIGHBOURS training images nearest each image by cosine of g(f) vote their tags, each vote
+    weighted by its (non-negative) cosine (model.baselines' knn, in the learned space).
+
+    Args:
+        embeddings: float32[N, d] g(f) of the images (raw or unit: cosines either way).
+
+    Returns:
+        N x V sparse votes (model.baselines.Votes), normalized: each image's sum to 1 (none at all when
+        no neighbour has a tag). Memory: NEIGHBOUR_BLOCK training images x a block of images at a time.
+    """
+    from model import metrics
+
     count = len(neighbours.embeddings)
-    blocks = ((np.arange(start, min(start + NEIGHBOUR_BLOCK, count)),
-               neighbours.embeddings[start:start + NEIGHBOUR_BLOCK]) for start in range(0, count, NEIGHBOUR_BLOCK))
-    scores, rows, _ = baselines.nearest_images(embeddings, blocks, NEIGHBOURS)
-    votes = baselines.Votes(scores, rows, neighbours.offsets, neighbours.tag_ids, vocab_size).row_block(
-        0, len(embeddings)).astype(np.float64)
-    return votes / np.maximum(votes.sum(axis=1, keepdims=True), 1e-12)
+    rows = max(1, metrics.SCORE_BLOCK // NEIGHBOUR_BLOCK)
+    k = min(NEIGHBOURS, count)
+    scores, nearest = [np.zeros((0, k), np.float32)], [np.zeros((0, k), np.int64)]
+    for start in range(0, len(embeddings), rows):
+        training = ((np.arange(at, min(at + NEIGHBOUR_BLOCK, count)), neighbours.embeddings[at:at + NEIGHBOUR_BLOCK])
+                    for at in range(0, count, NEIGHBOUR_BLOCK))
+        block_scores, block_rows, _ = baselines.nearest_images(embeddings[start:start + rows], training, NEIGHBOURS)
+        scores.append(block_scores)
+        nearest.append(block_rows)
+    return baselines.Votes(np.concatenate(scores), np.concatenate(nearest), neighbours.offsets, neighbours.tag_ids,
+                           vocab_size).normalized()
 
 
 # --- scoring ---------------------------------------------------------------------------------------
@@ -250,32 +266,118 @@ def conse_vectors(model: Model, features: np.ndarray) -> np.ndarray | None:
     return normalize_rows(np.einsum("nk,nkd->nd", shares, class_vectors[best]))
 
 
+@dataclass
+class ImageTerms:
+    """What :func:`tag_probabilities` needs of N images besides the model: with it the probability of
+    any Q tags on every image costs N x Q x d (:func:`probability_columns`), because the two softmax
+    denominators over the whole vocabulary are computed once per image, here.
+
+    Attributes:
+        embeddings: float32[N, d] raw g(f).
+        log_norm: float64[N], log sum over the V tags of exp(g(f)·v_t + tag_bias_t).
+        conse: float32[N, d] unit ConSE vectors (:func:`conse_vectors`), or None (no prior).
+        conse_log_norm: float64[N], log sum over the V tags of exp(cosine(conse, v_t) / CONSE_TEMPERATURE),
+            or None.
+        votes: the neighbours' votes (:func:`neighbour_votes`, rows summing to 1), or None.
+    """
+    embeddings: np.ndarray
+    log_norm: np.ndarray
+    conse: np.ndarray | None = None
+    conse_log_norm: np.ndarray | None = None
+    votes: baselines.Votes | None = None
+
+    def images(self, start: int, stop: int) -> ImageTerms:
+        """The terms of images start..stop - 1 alone."""
+        stop = min(stop, len(self.embeddings))
+        part = slice(start, stop)
+        return ImageTerms(self.embeddings[part], self.log_norm[part],
+                          None if self.conse is None else self.conse[part],
+                          None if self.conse_log_norm is None else self.conse_log_norm[part],
+                          None if self.votes is None else self.votes.images(start, stop))
+
+
+def log_sum_exp(scores: np.ndarray) -> np.ndarray:
+    """float64[N]: log of each row's sum of exp(scores) for float[N, C], without overflow."""
+    scores = np.asarray(scores, dtype=np.float64)
+    top = scores.max(axis=1, keepdims=True)
+    return (top + np.log(np.exp(scores - top).sum(axis=1, keepdims=True)))[:, 0]
+
+
+def image_terms(model: Model, embeddings: np.ndarray, features: np.ndarray | None = None,
+                neighbours: Neighbours | None = None) -> ImageTerms:
+    """The per-image terms of :func:`tag_probabilities` (:class:`ImageTerms`) for N images.
+
+    Args:
+        embeddings: float32[N, d] raw g(f) (:func:`embed`).
+        features: float32[N, D] the images' CNN features, for the ConSE prior; None: no prior.
+        neighbours: training images that vote tags (:func:`load_neighbours`), or None.
+
+    Computed a block of images at a time: a block x max(V, NEIGHBOUR_BLOCK) scores at once (the CNN's
+    classifier has fewer classes than NEIGHBOUR_BLOCK), so memory stays bounded for any N and V.
+    """
+    from model import metrics
+
+    embeddings = np.asarray(embeddings, dtype=np.float32)
+    tag_units = normalize_rows(model.tag_vectors)
+    rows = max(1, metrics.SCORE_BLOCK // max(len(model.tags), NEIGHBOUR_BLOCK))
+    log_norm, conse, conse_log_norm = [np.zeros(0)], [], []
+    for start in range(0, len(embeddings), rows):
+        log_norm.append(log_sum_exp(embeddings[start:start + rows] @ model.tag_vectors.T + model.tag_bias))
+        block_conse = None if features is None else conse_vectors(model, features[start:start + rows])
+        if block_conse is not None:
+            conse.append(block_conse)
+            conse_log_norm.append(log_sum_exp(block_conse @ tag_units.T / CONSE_TEMPERATURE))
+    votes = neighbour_votes(neighbours, embeddings, len(model.tags)) \
+        if neighbours is not None and len(neighbours.embeddings) else None
+    return ImageTerms(embeddings, np.concatenate(log_norm),
+                      np.concatenate(conse) if conse else None, np.concatenate(conse_log_norm) if conse else None,
+                      votes)
+
+
+def probability_columns(model: Model, terms: ImageTerms, tag_ids: np.ndarray) -> np.ndarray:
+    """How likely some vocabulary tags are on each image: float64[N, Q], column q for tag ``tag_ids[q]``.
+
+    The one formula of the fused tagger (:func:`tag_probabilities` is it for all V tags): the softmax
+    over the vocabulary of ``g(f)·v_t + tag_bias_t`` (the trainer's ranking); with a ConSE prior
+    (``terms.conse``), (1 - CONSE_WEIGHT) of that plus CONSE_WEIGHT x the softmax of cosine(ConSE
+    vector, v_t) / CONSE_TEMPERATURE; with neighbours' votes, (1 - NEIGHBOUR_WEIGHT) of the result plus
+    NEIGHBOUR_WEIGHT x the votes. Each softmax is ``exp(score - log_norm)`` with the image's
+    denominator from ``terms``, so a column costs N x d, not N x V.
+
+    Args:
+        terms: :func:`image_terms` of the N images; tag_ids: int[Q] distinct vocabulary tag ids.
+    """
+    tag_ids = np.asarray(tag_ids, dtype=np.int64)
+    vectors = model.tag_vectors[tag_ids]
+    probability = np.exp(terms.embeddings @ vectors.T + model.tag_bias[tag_ids] - terms.log_norm[:, None])
+    if terms.conse is not None:
+        prior = np.exp(terms.conse @ normalize_rows(vectors).T / CONSE_TEMPERATURE - terms.conse_log_norm[:, None])
+        probability = (1 - CONSE_WEIGHT) * probability + CONSE_WEIGHT * prior
+    if terms.votes is not None:
+        probability = (1 - NEIGHBOUR_WEIGHT) * probability + NEIGHBOUR_WEIGHT * terms.votes.column_block(tag_ids)
+    return probability
+
+
 def tag_probabilities(model: Model, embeddings: np.ndarray, features: np.ndarray | None = None,
                       neighbours: Neighbours | None = None) -> np.ndarray:
     """How likely each vocabulary tag is on each image: float64[N, V], rows summing to 1.
 
-    The softmax over the vocabulary of ``g(f)·v_t + tag_bias_t`` (the trainer's ranking), mixed with a
-    ConSE prior when the images' CNN features are given (and the CNN has a classifier,
-    :func:`conse_vectors`): CONSE_WEIGHT x the softmax of cosine(ConSE vector, v_t) / CONSE_TEMPERATURE.
-    The prior knows what the CNN's ImageNet classifier sees in the image (1.2M photos), where g
-    learned from the run's tagged images only. With ``neighbours`` (:func:`load_neighbours`),
-    NEIGHBOUR_WEIGHT of the result is the training images' votes (:func:`neighbour_votes`).
+    :func:`probability_columns` of every tag: the softmax over the vocabulary of ``g(f)·v_t +
+    tag_bias_t`` (the trainer's ranking), mixed with a ConSE prior when the images' CNN features are
+    given (and the CNN has a classifier, :func:`conse_vectors`). The prior knows what the CNN's ImageNet
+    classifier sees in the image (1.2M photos), where g learned from the run's tagged images only. With
+    ``neighbours`` (:func:`load_neighbours`), NEIGHBOUR_WEIGHT of the result is the training images'
+    votes (:func:`neighbour_votes`). N x V at once: for many images, :func:`top_tags` goes by blocks.
     """
-    embeddings = np.asarray(embeddings, dtype=np.float32)
-    probability = softmax(embeddings @ model.tag_vectors.T + model.tag_bias)
-    conse = conse_vectors(model, features) if features is not None else None
-    if conse is not None:
-        prior = softmax(conse @ normalize_rows(model.tag_vectors).T / CONSE_TEMPERATURE)
-        probability = (1 - CONSE_WEIGHT) * probability + CONSE_WEIGHT * prior
-    if neighbours is not None and len(neighbours.embeddings):
-        votes = neighbour_votes(neighbours, embeddings, len(model.tags))
-        probability = (1 - NEIGHBOUR_WEIGHT) * probability + NEIGHBOUR_WEIGHT * votes
-    return probability
+    terms = image_terms(model, embeddings, features, neighbours)
+    return probability_columns(model, terms, np.arange(len(model.tags)))
 
 
-def top_tags(model: Model, embeddings: np.ndarray, k: int, features: np.ndarray | None = None,
-             neighbours: Neighbours | None = None) -> tuple[np.ndarray, np.ndarray]:
+def top_tags(model: Model, terms: ImageTerms, k: int) -> tuple[np.ndarray, np.ndarray]:
     """The k likeliest vocabulary tags of each image by :func:`tag_probabilities`, best first.
+
+    Args:
+        terms: :func:`image_terms` of the N images.
 
     Returns:
         ``(tag_ids int32[N, k], probability float64[N, k])``, computed a block of images at a time
@@ -283,16 +385,15 @@ def top_tags(model: Model, embeddings: np.ndarray, k: int, features: np.ndarray 
     """
     from model import metrics
 
-    embeddings = np.asarray(embeddings, dtype=np.float32)
+    n = len(terms.embeddings)
     rows = max(1, metrics.SCORE_BLOCK // max(len(model.tags), 1))
-    top = np.zeros((len(embeddings), min(k, len(model.tags))), np.int32)
+    every_tag = np.arange(len(model.tags))
+    top = np.zeros((n, min(k, len(model.tags))), np.int32)
     scores = np.zeros(top.shape, np.float64)
-    for start in range(0, len(embeddings), rows):
-        stop = start + rows
-        block_features = None if features is None else features[start:stop]
-        probability = tag_probabilities(model, embeddings[start:stop], block_features, neighbours)
-        top[start:stop] = metrics.top_k_of_scores(probability, k)
-        scores[start:stop] = np.take_along_axis(probability, top[start:stop], 1)
+    for start in range(0, n, rows):
+        probability = probability_columns(model, terms.images(start, start + rows), every_tag)
+        top[start:start + rows] = metrics.top_k_of_scores(probability, k)
+        scores[start:start + rows] = np.take_along_axis(probability, top[start:start + rows], 1)
     return top, scores
 
 
@@ -327,7 +428,7 @@ def rank_tags(model: Model, embeddings: np.ndarray, k: int = 5, any_word: bool =
     if any_word:
         return _rank_any_word(model, embeddings, k, features, neighbours)
     if features is not None or neighbours is not None:
-        top, scores = top_tags(model, embeddings, k, features, neighbours)
+        top, scores = top_tags(model, image_terms(model, embeddings, features, neighbours), k)
         names = np.asarray(model.tags, dtype=object)[top]
         return [[(str(t), float(s)) for t, s in zip(row_names, row_scores)]
                 for row_names, row_scores in zip(names, scores)]
@@ -417,6 +518,17 @@ def search(model: Model, index: Index, text: str, k: int = 10) -> list[tuple[int
     Args:
         model, index: from :func:`load_model` and :func:`load_index`.
         text: a word or words (:func:`word_vector`); k: how many images.
+
+    Why cosine and not the tagger's p(tag | image), which the evaluate stage ranks test images by
+    (it scores higher there: on the demo's test split, seed 13, mAP 0.164 vs 0.103): a column of
+    :func:`probability_columns` costs N x d per query, like this scan, but only given each image's
+    :class:`ImageTerms`, and index/ holds none of them (only g(f)/|g(f)|, as float16). Making them is
+    the cost: the softmax denominators mean scoring every image against all V tags (N x V x d, as
+    tagging the whole corpus), the ConSE vector a pass of the CNN's classifier over every feature
+    row, and the neighbour votes a scan of the M training images for every image (N x M x d; 10M x
+    8M x 50 ~ 4e15 multiply-adds without an approximate neighbour index). And a query is any words:
+    one outside the vocabulary (or a mean of several words) has no tag_bias, no votes and no place
+    in the softmax over the vocabulary, so it would be ranked by cosine anyway.
     """
     query = normalize_rows(word_vector(model, text)[None, :])[0]
     scores = index.embeddings @ query

@@ -213,22 +213,47 @@ def test_top_tags_in_blocks_equal_one_pass(run_root, model, monkeypatch):
 
     embeddings = query.embed(model, run_root["features"])
     features = np.random.default_rng(1).random((len(embeddings), 1280)).astype(np.float32)
-    whole = query.top_tags(model, embeddings, 2, features)
-    monkeypatch.setattr(metrics, "SCORE_BLOCK", 3 * len(TAGS))    # three images per block
-    blocked = query.top_tags(model, embeddings, 2, features)
+    neighbours = voters(np.random.default_rng(2))
+    whole = query.top_tags(model, query.image_terms(model, embeddings, features, neighbours), 2)
+    monkeypatch.setattr(metrics, "SCORE_BLOCK", 3 * len(TAGS))    # three images per block (terms: one)
+    blocked = query.top_tags(model, query.image_terms(model, embeddings, features, neighbours), 2)
     np.testing.assert_array_equal(whole[0], blocked[0])
     np.testing.assert_allclose(whole[1], blocked[1])
+
+
+def voters(rng) -> query.Neighbours:
+    """Twelve training images in the tag space (d), each with one to three of the vocabulary's tags."""
+    counts = rng.integers(1, 4, size=12)
+    return query.Neighbours(embeddings=query.normalize_rows(rng.normal(size=(12, d))),
+                            offsets=np.concatenate([[0], np.cumsum(counts)]),
+                            tag_ids=np.concatenate([rng.choice(len(TAGS), c, replace=False) for c in counts]
+                                                   ).astype(np.int32))
+
+
+def test_probability_columns_are_the_tag_probabilities_columns(run_root, model):
+    embeddings = query.embed(model, run_root["features"])
+    features = np.random.default_rng(4).random((len(embeddings), 1280)).astype(np.float32)
+    neighbours = voters(np.random.default_rng(5))
+    whole = query.tag_probabilities(model, embeddings, features, neighbours)
+    np.testing.assert_allclose(whole.sum(axis=1), 1, rtol=1e-9)
+    terms = query.image_terms(model, embeddings, features, neighbours)
+    assert terms.conse is not None and terms.votes is not None     # every part of the mixture is in play
+    np.testing.assert_allclose(query.probability_columns(model, terms, np.array([3, 1])), whole[:, [3, 1]],
+                               rtol=1e-6)
+    np.testing.assert_allclose(query.probability_columns(model, terms.images(7, 11), np.arange(len(TAGS))),
+                               whole[7:11], rtol=1e-6)
 
 
 def test_neighbour_votes_weigh_each_neighbours_tags_by_its_cosine(monkeypatch):
     monkeypatch.setattr(query, "NEIGHBOURS", 2)
     neighbours = query.Neighbours(embeddings=np.array([[1, 0], [0.6, 0.8], [-1, 0]], np.float32),
                                   offsets=np.array([0, 2, 3, 4]), tag_ids=np.array([0, 1, 1, 2], np.int32))
-    votes = query.neighbour_votes(neighbours, np.array([[2, 0]], np.float32), vocab_size=4)
+    votes = query.neighbour_votes(neighbours, np.array([[2, 0]], np.float32), vocab_size=4).row_block(0, 1)
     # nearest two: row 0 (cosine 1: tags 0, 1) and row 1 (cosine 0.6: tag 1); row 2 (cosine -1) is not one
     np.testing.assert_allclose(votes[0], np.array([1, 1.6, 0, 0]) / 2.6, rtol=1e-6)
     monkeypatch.setattr(query, "NEIGHBOUR_BLOCK", 1)    # one training image per block: the same votes
-    np.testing.assert_allclose(query.neighbour_votes(neighbours, np.array([[2, 0]], np.float32), 4), votes)
+    np.testing.assert_allclose(query.neighbour_votes(neighbours, np.array([[2, 0]], np.float32), 4).row_block(0, 1),
+                               votes)
 
 
 def test_load_neighbours_pairs_the_train_splits_index_rows_with_their_tags(run_root, model, tmp_path):
