@@ -9,6 +9,7 @@ Contract (other tools call it; keep it stable)::
     im2vec demo-data --out DIR [--corpus openclipart|openmoji] [--source PATH]
     im2vec status --root ROOT
     im2vec evaluate --root ROOT [--against OTHER_ROOT]
+    im2vec compare-sampling --root ROOT [--variants A,B] [--seeds 1,2,3] [--keep-epochs]
     im2vec serve --root ROOT [--port P] [--host 127.0.0.1]
 """
 from __future__ import annotations
@@ -90,6 +91,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="score the model on another run root's test images, over the tags both vocabularies "
                         "share -> reports/cross-NAME/ (NAME: OTHER_ROOT's folder name)")
 
+    p = sub.add_parser("compare-sampling", help="train each sampling variant (config sampling_variants) with each "
+                                                "seed on the root's split -> reports/sampling/")
+    _common(p)
+    p.add_argument("--variants", type=_names, metavar="A,B", help="variants to run (default: all)")
+    p.add_argument("--seeds", type=_seeds, default=[1, 2, 3], metavar="1,2,3", help="one run per seed (default 1,2,3)")
+    p.add_argument("--keep-epochs", action="store_true", help="keep each run's epochs/ and checkpoints")
+
     p = sub.add_parser("run", help="run every stage in order")
     _common(p)
     p.add_argument("--input", nargs="+", required=True, metavar="PATH_OR_GLOB")
@@ -162,6 +170,24 @@ def _epoch_range(text: str) -> tuple[int, int]:
     return a, b
 
 
+def _names(text: str) -> list[str]:
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError(f"expected names separated by commas, got {text!r}")
+    return list(dict.fromkeys(names))
+
+
+def _seeds(text: str) -> list[int]:
+    try:
+        seeds = [int(seed) for seed in _names(text)]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected whole numbers separated by commas, e.g. 1,2,3, "
+                                         f"got {text!r}") from None
+    if any(seed < 0 for seed in seeds):
+        raise argparse.ArgumentTypeError(f"seeds are at least 0, got {text!r}")
+    return list(dict.fromkeys(seeds))
+
+
 def _load_config(args) -> dict:
     return configuration.load(args.config, args.overrides, master=args.master)
 
@@ -191,6 +217,14 @@ def cmd_evaluate(args) -> int:
         runner.evaluate_against(_load_config(args), storage.to_uri(args.root), storage.to_uri(args.against))
         return 0
     runner.evaluate(_load_config(args), storage.to_uri(args.root))
+    return 0
+
+
+def cmd_compare_sampling(args) -> int:
+    from pipeline import compare
+
+    compare.run(_load_config(args), storage.to_uri(args.root), variants=args.variants, seeds=args.seeds,
+                keep_epochs=args.keep_epochs)
     return 0
 
 
@@ -296,7 +330,8 @@ def cmd_serve(args) -> int:
 
 
 HANDLERS = {"train": cmd_train, "schedule": cmd_schedule, "run": cmd_run, "status": cmd_status, "synth": cmd_synth, "demo-data": cmd_demo_data,
-            "serve": cmd_serve, "tag": cmd_tag, "search": cmd_search, "evaluate": cmd_evaluate}
+            "serve": cmd_serve, "tag": cmd_tag, "search": cmd_search, "evaluate": cmd_evaluate,
+            "compare-sampling": cmd_compare_sampling}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,6 +16,9 @@
     cross       reports/cross-NAME/          im2vec evaluate    its own
                                              --against
     consumers   consumers/NAME.json          each trainer       none: each file is checked by parsing it
+    comparisons reports/sampling/            im2vec compare-    its own
+                                             sampling
+                comparisons/sampling/V/S/    (a run root per variant and seed: `status --root` it)
 
 ``encoding`` holds the float16 vector encodings that features/, epochs/ and index/ share;
 ``base`` the :class:`~pipeline.datasets.base.Dataset` every module describes its folder with.
@@ -25,12 +28,12 @@ modules only.
 from __future__ import annotations
 
 from pipeline import storage
-from pipeline.datasets import (clean, consumers, cross, epochs, features, index, model, rejects, reports, tagged,
-                               vocab, wordvec, zero_shot)
+from pipeline.datasets import (clean, comparisons, consumers, cross, epochs, features, index, model, rejects, reports,
+                               tagged, vocab, wordvec, zero_shot)
 from pipeline.datasets.base import Dataset
 
 FIXED = [clean.DATASET, rejects.CLEAN, rejects.HASHES, vocab.DATASET, zero_shot.DATASET, tagged.DATASET, wordvec.DATASET,
-         features.DATASET, rejects.FEATURES, model.DATASET, index.DATASET, reports.DATASET]
+         features.DATASET, rejects.FEATURES, model.DATASET, index.DATASET, reports.DATASET, comparisons.REPORT]
 
 
 def every(root: str) -> list[Dataset]:
