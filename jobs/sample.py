@@ -7,7 +7,11 @@ ROOT/features/ (Petastorm: photo_id, feature as NdarrayCodec bytes). Writes, per
         photo_id  int64
         feature   binary: features/'s NdarrayCodec float16[D] as it is (only when features/ exists)
         pos_ids   list<int32>, P = config positives, drawn from the image's tags ∝ pos_weight
-        neg_ids   list<int32>, K = config negatives, drawn by neg_weight, never an own tag
+        neg_ids   list<int32>, K = config negatives, drawn by neg_weight, never an own tag (unless
+                  exclude_own_tags is false); K = 0 when the sampling method draws its negatives in
+                  the trainer (pipeline.sampling.METHODS) or negatives is 0: a positives-only epoch
+        own_ids   list<int32>, M: the image's tags padded with -1, M the most tags of a train image;
+                  only for the sampling methods that keep own tags out of the negatives they draw
       Rows are in shuffled order: files in name order, rows in file order. Row groups hold about
       row_group_mb MiB. _manifest.json last: rows_in = train images, rows_out = rows written,
       rows_rejected = train images with no tags, with every tag of the vocabulary (no negative
@@ -35,7 +39,7 @@ from pyspark.sql import functions as F
 from pipeline import Im2vecError, sampling, storage
 from pipeline.datasets import epochs as epochs_data, features as features_data, tagged, vocab as vocab_data
 
-KEYS = ("seed", "positives", "negatives", "output_partitions", "row_group_mb")
+KEYS = ("seed", "positives", "negatives", "output_partitions", "row_group_mb")   # and the sampling method's keys
 
 
 @dataclass
@@ -48,24 +52,29 @@ class Inputs:
         counts: train images and rejects by reason, for the manifests.
         feature_dim: D of the features, None without features/.
         uris: the input folders read.
+        most_tags: the most tags of a usable train image (the width of own_ids).
     """
     images: DataFrame
     tables: Broadcast
     counts: dict
     feature_dim: int | None
     uris: list[str]
+    most_tags: int
 
 
 def parameters(config: dict) -> dict:
-    """The configuration values the stage uses, checked: seed, positives, negatives, partitions, row_group_mb."""
+    """The configuration values the stage uses, checked: seed, positives, negatives (as the sampling
+    method writes them), partitions, row_group_mb, sampling, exclude_own_tags."""
     params = {key: int(config[key]) for key in KEYS}
-    if params["positives"] < 1 or params["negatives"] < 1:
-        raise Im2vecError(f"positives and negatives must be at least 1, got {params['positives']} "
+    if params["positives"] < 1 or params["negatives"] < 0:
+        raise Im2vecError(f"positives must be at least 1 and negatives at least 0, got {params['positives']} "
                           f"and {params['negatives']}")
     if params["row_group_mb"] < 1 or params["output_partitions"] < 0:
         raise Im2vecError("row_group_mb must be at least 1 and output_partitions at least 0")
-    # What the sampling method has the stage write (presampled: P positives and K negatives).
-    params["positives"], params["negatives"] = sampling.method(config).written(params["positives"], params["negatives"])
+    method = sampling.method(config)
+    params["positives"], params["negatives"] = method.written(params["positives"], params["negatives"])
+    params["sampling"] = sampling.method_name(config)
+    params["exclude_own_tags"] = bool(config.get("exclude_own_tags", True))
     return params
 
 
@@ -81,6 +90,7 @@ def prepare(spark: SparkSession, config: dict, root: str) -> Inputs:
     """
     vocab = vocab_data.read(root, ["images", "neg_weight", "pos_weight"]).to_pandas()
     size = len(vocab)
+    sampling.check_vocabulary(config, size)
     try:
         tables = sampling.build_tables(vocab["neg_weight"].to_numpy(), vocab["pos_weight"].to_numpy())
     except ValueError as err:
@@ -107,10 +117,10 @@ def prepare(spark: SparkSession, config: dict, root: str) -> Inputs:
     else:
         images = train.where(usable)
         counted = train
-    row = counted.agg(F.count(F.lit(1)).alias("train"),
+    row = counted.agg(F.count(F.lit(1)).alias("train"), F.max(F.when(usable, tag_count)).alias("most_tags"),
                       *(F.sum(cond.cast("long")).alias(name) for name, cond in reasons.items())).first()
     counts = {name: int(row[name] or 0) for name in ["train", *reasons]}
-    return Inputs(images, spark.sparkContext.broadcast(tables), counts, feature_dim, uris)
+    return Inputs(images, spark.sparkContext.broadcast(tables), counts, feature_dim, uris, int(row["most_tags"] or 1))
 
 
 def shuffled(images: DataFrame, *, seed: int, epoch: int, partitions: int = 0) -> DataFrame:
@@ -163,7 +173,7 @@ def partition_keys(count: int) -> list[int]:
 
 
 def write_partition(batches, *, folder: str, tables: Broadcast, seed: int, epoch: int, positives: int,
-                    negatives: int, row_group_rows: int):
+                    negatives: int, exclude_own: bool, own_tags: int, row_group_rows: int):
     """mapInArrow body: draw one partition's rows and write them, in order, to one Parquet file.
 
     Writing here with pyarrow (instead of returning the draws to Spark's writer) spares a trip
@@ -194,7 +204,8 @@ def write_partition(batches, *, folder: str, tables: Broadcast, seed: int, epoch
         pending = []
 
     for batch in batches:
-        pending.append(sampling.sample_batch(batch, drawn_from, seed, epoch, positives, negatives))
+        pending.append(sampling.sample_batch(batch, drawn_from, seed, epoch, positives, negatives,
+                                             exclude_own=exclude_own, own_tags=own_tags))
         if sum(b.num_rows for b in pending) >= row_group_rows:
             flush()
     if pending:
@@ -220,23 +231,26 @@ def write_epoch(spark: SparkSession, config: dict, root: str, inputs: Inputs, ep
     """
     started = time.time()
     params = parameters(config)
+    own_tags = inputs.most_tags if sampling.method(config).own_ids else 0
     final = epochs_data.uri(root, epoch)
     staged = storage.staging_uri(final)
     fs, path = storage.filesystem(staged)
     fs.create_dir(path, recursive=True)
-    row_bytes = 8 + 4 * (params["positives"] + params["negatives"]) + 2 * (inputs.feature_dim or 0)
+    row_bytes = 8 + 4 * (params["positives"] + params["negatives"] + own_tags) + 2 * (inputs.feature_dim or 0)
     body = functools.partial(write_partition, folder=staged, tables=inputs.tables, seed=params["seed"], epoch=epoch,
                              positives=params["positives"], negatives=params["negatives"],
+                             exclude_own=params["exclude_own_tags"], own_tags=own_tags,
                              row_group_rows=max(1, params["row_group_mb"] * 2 ** 20 // row_bytes))
     try:
         written = (shuffled(inputs.images, seed=params["seed"], epoch=epoch, partitions=params["output_partitions"])
                    .mapInArrow(body, "file string, rows long, row_groups long").collect())
-        schema = sampling.output_schema(inputs.feature_dim is not None)
+        schema = sampling.output_schema(inputs.feature_dim is not None, own_tags > 0)
         renamed = storage.commit_attempt_files(staged, sorted(w.file for w in written if w.file), schema)
         # With no rows, commit_attempt_files wrote one empty file: pyarrow gives it one empty row group.
         row_groups = {renamed[w.file]: w.row_groups for w in written if w.file} or {"part-00000.parquet": 1}
         epochs_data.write_petastorm_metadata(staged, schema, row_groups, feature_dim=inputs.feature_dim,
-                                        positives=params["positives"], negatives=params["negatives"])
+                                             positives=params["positives"], negatives=params["negatives"],
+                                             own_tags=own_tags)
         storage.replace(staged, final)
     finally:
         storage.delete(staged)
@@ -249,8 +263,8 @@ def write_epoch(spark: SparkSession, config: dict, root: str, inputs: Inputs, ep
     return storage.write_manifest(
         final, "sample", rows_in=counts["train"], rows_out=rows_out, rows_rejected=sum(rejected.values()),
         parameters=params, inputs=inputs.uris, started=started, schema_version=epochs_data.SCHEMA_VERSION, epoch=epoch,
-        seed=params["seed"], positives=params["positives"], negatives=params["negatives"],
-        feature_dim=inputs.feature_dim, vocab_size=inputs.tables.value.vocab_size, rejects_by_reason=rejected,
+        seed=params["seed"], positives=params["positives"], negatives=params["negatives"], own_tags=own_tags,
+        sampling=params["sampling"], exclude_own_tags=params["exclude_own_tags"], feature_dim=inputs.feature_dim, vocab_size=inputs.tables.value.vocab_size, rejects_by_reason=rejected,
         files=len([w for w in written if w.file]))
 
 
@@ -285,15 +299,17 @@ def check(spark: SparkSession, config: dict, root: str, epoch: int) -> dict:
     Negatives: each image draws from neg_weight restricted to the tags it does not carry, so tag
     t's expected count is K · q_t · Σ_{images i not carrying t} 1 / (1 - Q_i), with q = neg_weight
     normalized and Q_i the mass of image i's own tags; this is what the observed counts are
-    compared with (TV distance against the noise floor, chi-square on well-filled tags).
-    Positives: drawn ∝ pos_weight within each image's tags; reported against that expectation
+    compared with (TV distance against the noise floor, chi-square on well-filled tags); drawn with
+    ``exclude_own_tags: false``, against K · q_t · images. Positives: drawn ∝ pos_weight within each image's tags; reported against that expectation
     and against a uniform pick of the image's tags, as mean log(images) and per frequency decile.
 
     Returns:
         A JSON-ready dict: epoch, images, own_tag_negatives and foreign_positives (both must be
-        0), ``negatives`` and ``positives`` from :func:`pipeline.sampling.draw_fit`, and the
+        0, own_tag_negatives unless drawn with exclude_own_tags false), ``negatives`` (None in a
+        positives-only epoch) and ``positives`` from :func:`pipeline.sampling.draw_fit`, and the
         positives' ``mean_log_images`` and ``deciles``.
     """
+    manifest = storage.read_manifest(epochs_data.uri(root, epoch)) or {}
     vocab = vocab_data.read(root, ["images", "neg_weight", "pos_weight"]).to_pandas()
     size = len(vocab)
     weights = pd.DataFrame({"tag_id": np.arange(size, dtype=np.int32),
@@ -326,7 +342,8 @@ def check(spark: SparkSession, config: dict, root: str, epoch: int) -> dict:
                              "count")
 
     q = weights["q"].to_numpy()
-    neg_expected = q * (inverse_total - per_tag_array(per_tag, "excluded"))
+    neg_expected = q * (inverse_total - per_tag_array(per_tag, "excluded")) \
+        if manifest.get("exclude_own_tags", True) else q
     pos_drawn, pos_expected = drawn("pos_ids"), per_tag_array(per_tag, "pos_expected")
     pos_uniform, images = per_tag_array(per_tag, "pos_uniform"), vocab["images"].to_numpy()
     log_images = np.log(np.maximum(images, 1))
@@ -335,7 +352,7 @@ def check(spark: SparkSession, config: dict, root: str, epoch: int) -> dict:
         "images": int(totals["images"]),
         "own_tag_negatives": int(totals["own_tag_negatives"] or 0),
         "foreign_positives": int(totals["foreign_positives"] or 0),
-        "negatives": sampling.draw_fit(drawn("neg_ids"), neg_expected),
+        "negatives": sampling.draw_fit(drawn("neg_ids"), neg_expected) if manifest.get("negatives") else None,
         "positives": sampling.draw_fit(pos_drawn, pos_expected),
         "mean_log_images": {name: float((values * log_images).sum() / values.sum())
                             for name, values in (("drawn_positives", pos_drawn), ("expected", pos_expected),

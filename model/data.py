@@ -2,7 +2,8 @@
 
 This is the one module that knows how the trainer reads training data. The sample stage writes
 each epoch as the epoch contract says (pipeline.datasets.epochs: photo_id, feature = Petastorm's
-NdarrayCodec float16[D], pos_ids int32[P], neg_ids int32[K]); Petastorm's ``make_batch_reader``
+NdarrayCodec float16[D], pos_ids int32[P], neg_ids int32[K], and for the sampling methods that
+need it own_ids int32[M]); Petastorm's ``make_batch_reader``
 reads it a row group at a time, in shuffled row-group order, in reader threads, and
 :func:`epoch_dataset` turns the row groups into training batches. A later move off Petastorm
 changes this file only. (Other trainers read epochs through pipeline.reader.)
@@ -33,10 +34,11 @@ from pipeline import sampling, storage
 from pipeline.datasets import encoding, features as features_data, tagged as tagged_data, vocab as vocab_data
 
 COLUMNS = ("feature", "pos_ids", "neg_ids")
+OWN_IDS = "own_ids"
 
 
 def read_row_groups(uri: str, *, seed: int | None = None, cur_shard: int | None = None,
-                    shard_count: int | None = None, workers: int = 1):
+                    shard_count: int | None = None, workers: int = 1, columns=COLUMNS):
     """Yield an epoch's row groups with Petastorm, as ``(feature_bytes, pos_ids, neg_ids)`` numpy arrays.
 
     Args:
@@ -46,11 +48,12 @@ def read_row_groups(uri: str, *, seed: int | None = None, cur_shard: int | None 
         cur_shard, shard_count: read only shard ``cur_shard`` of ``shard_count`` (whole row groups,
             each in exactly one shard); None = everything.
         workers: Petastorm reader threads.
+        columns: :data:`COLUMNS`, and :data:`OWN_IDS` after them to read it too.
 
     Yields:
         ``feature_bytes`` uint8[n, H + 2·D] (NdarrayCodec: an H-byte .npy header, then little-endian
         float16), ``pos_ids`` int32[n, P],
-        ``neg_ids`` int32[n, K]: one row group (n rows) at a time, rows in file order.
+        ``neg_ids`` int32[n, K] [, ``own_ids`` int32[n, M]]: one row group (n rows) at a time, rows in file order.
     """
     from petastorm import make_batch_reader
     from petastorm.arrow_reader_worker import ArrowReaderWorkerResultsQueueReader
@@ -63,7 +66,7 @@ def read_row_groups(uri: str, *, seed: int | None = None, cur_shard: int | None 
     with warnings.catch_warnings():
         # It suggests make_reader for a dataset with codecs; this reader takes the Arrow tables as they are.
         warnings.filterwarnings("ignore", message="Please use make_reader")
-        reader = make_batch_reader(url, schema_fields=list(COLUMNS),
+        reader = make_batch_reader(url, schema_fields=list(columns),
                                    shuffle_row_groups=True, shuffle_rows=False, seed=seed, num_epochs=1,
                                    cur_shard=cur_shard, shard_count=shard_count, workers_count=workers)
     # Take each row group as the Arrow table the worker read, skipping Petastorm's per-row numpy
@@ -73,7 +76,7 @@ def read_row_groups(uri: str, *, seed: int | None = None, cur_shard: int | None 
     reader._results_queue_reader = _ArrowTables()
     try:
         for table in reader:
-            yield arrow_columns(table)
+            yield arrow_columns(table, columns)
     finally:
         # Not the context manager: its exit prints "Cache cleanup complete." on every epoch.
         reader.stop()
@@ -105,8 +108,9 @@ class _ArrowTables:
                     raise StopIteration from None
 
 
-def arrow_columns(table: pa.Table) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One epoch row group as numpy without per-row work: (uint8[n, H + 2·D], int32[n, P], int32[n, K]).
+def arrow_columns(table: pa.Table, columns=COLUMNS) -> tuple[np.ndarray, ...]:
+    """One epoch row group as numpy without per-row work: (uint8[n, H + 2·D], int32[n, P], int32[n, K]
+    [, int32[n, M] with :data:`OWN_IDS` among ``columns``]).
 
     The arrays are views of the table's buffers (no copy when each column is one chunk).
 
@@ -120,8 +124,8 @@ def arrow_columns(table: pa.Table) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         # combine_chunks copies even a single chunk (30 ms for a 32 MiB row group)
         return chunked.chunk(0) if chunked.num_chunks == 1 else chunked.combine_chunks()
 
-    columns = []
-    for name in COLUMNS:
+    arrays = []
+    for name in columns:
         array = column(name)
         if name == "feature":
             offsets = np.frombuffer(array.buffers()[1], dtype=np.int32)[array.offset:array.offset + n + 1]
@@ -132,8 +136,8 @@ def arrow_columns(table: pa.Table) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         widths = np.diff(offsets)
         if n and np.any(widths != widths[0]):
             raise ValueError(f"{name} values differ in length between rows")
-        columns.append(values[offsets[0]:offsets[-1]].reshape(n, int(widths[0]) if n else 0))
-    return tuple(columns)
+        arrays.append(values[offsets[0]:offsets[-1]].reshape(n, int(widths[0]) if n else 0))
+    return tuple(arrays)
 
 
 def batch_orders(row_groups, batch_size: int, shuffle: bool = True, seed: int | None = None):
@@ -175,11 +179,12 @@ def batch_orders(row_groups, batch_size: int, shuffle: bool = True, seed: int | 
 
 def epoch_dataset(uri: str, *, feature_dim: int, positives: int, negatives: int, batch_size: int,
                   shuffle_buffer: int = 8192, seed: int | None = None, cur_shard: int | None = None,
-                  shard_count: int | None = None, workers: int = 1) -> tf.data.Dataset:
+                  shard_count: int | None = None, workers: int = 1, own_tags: int = 0) -> tf.data.Dataset:
     """One pass over an epoch folder as a ``tf.data.Dataset`` of training batches.
 
     Args:
         uri: ``ROOT/epochs/epoch=E``; feature_dim, positives, negatives: D, P and K (from its manifest).
+        own_tags: M (the manifest's ``own_tags``) to read ``own_ids`` too; 0 = do not read it.
         batch_size: rows per batch (one batch of the pass, the last one unless shuffled, may be smaller).
         shuffle_buffer: rows of the shuffle buffer: with > 0, rows are permuted within each row
             group and whole batches are mixed in a ``tf.data`` shuffle buffer of about this many
@@ -189,23 +194,28 @@ def epoch_dataset(uri: str, *, feature_dim: int, positives: int, negatives: int,
 
     Returns:
         A dataset of dicts: ``feature`` float16[B, D], ``pos_ids`` int32[B, P], ``neg_ids``
-        int32[B, K], prefetched. Each iteration opens a fresh Petastorm reader.
+        int32[B, K] [, ``own_ids`` int32[B, M]], prefetched. Each iteration opens a fresh Petastorm reader.
     """
-    signature = (tf.TensorSpec([None, None], tf.uint8), tf.TensorSpec([None, positives], tf.int32),
-                 tf.TensorSpec([None, negatives], tf.int32), tf.TensorSpec([None], tf.int64))
+    columns = COLUMNS + ((OWN_IDS,) if own_tags else ())
+    widths = {"pos_ids": positives, "neg_ids": negatives, OWN_IDS: own_tags}
+    signature = (tf.TensorSpec([None, None], tf.uint8), *(tf.TensorSpec([None, widths[name]], tf.int32)
+                                                         for name in columns[1:]), tf.TensorSpec([None], tf.int64))
 
     def pieces():
-        groups = read_row_groups(uri, seed=seed, cur_shard=cur_shard, shard_count=shard_count, workers=workers)
-        for columns, order in batch_orders(groups, batch_size, shuffle_buffer > 0, seed):
-            yield (*columns, order)
+        groups = read_row_groups(uri, seed=seed, cur_shard=cur_shard, shard_count=shard_count, workers=workers,
+                                 columns=columns)
+        for arrays, order in batch_orders(groups, batch_size, shuffle_buffer > 0, seed):
+            yield (*arrays, order)
 
-    def to_batches(feature_bytes, pos_ids, neg_ids, order):
+    def to_batches(feature_bytes, *ids_and_order):
+        *tag_ids, order = ids_and_order
+
         def batch(start):
             rows = order[start:start + batch_size]
             # The values are the last 2·D bytes of each row's NdarrayCodec encoding.
             values = tf.gather(feature_bytes, rows)[:, -2 * feature_dim:]
             return {"feature": bytes_to_float16(values, feature_dim),
-                    "pos_ids": tf.gather(pos_ids, rows), "neg_ids": tf.gather(neg_ids, rows)}
+                    **{name: tf.gather(ids, rows) for name, ids in zip(columns[1:], tag_ids)}}
         return tf.data.Dataset.range(0, tf.size(order, out_type=tf.int64), batch_size).map(batch)
 
     # The generator hands over whole row groups, which TensorFlow takes without a copy (Arrow's
@@ -247,22 +257,40 @@ def train_tag_counts(root: str, vocab_size: int) -> np.ndarray:
     return counts
 
 
+def train_tag_shares(root: str, vocab: pa.Table) -> sampling.TagShares:
+    """The train split's per-tag shares (:class:`pipeline.sampling.TagShares`), from ROOT/tagged/ one
+    record batch at a time and vocab/'s neg_weight and pos_weight (``vocab`` from :func:`read_vocab`)."""
+    size = vocab.num_rows
+    pos_weight = vocab.column("pos_weight").to_numpy()
+    carrying, positive, images = np.zeros(size), np.zeros(size), 0
+    for batch in tagged_data.split_batches(root, "train"):
+        lists = batch.column(0)
+        offsets = lists.offsets.to_numpy().astype(np.int64)
+        tag_ids = lists.values.to_numpy()[offsets[0]:offsets[-1]]
+        carrying += np.bincount(tag_ids, minlength=size)[:size]
+        positive += sampling.positive_shares(offsets - offsets[0], tag_ids, pos_weight)[:size]
+        images += int(np.count_nonzero(np.diff(offsets)))
+    neg_weight = vocab.column("neg_weight").to_numpy().astype(np.float64)
+    return sampling.TagShares(neg_weight / neg_weight.sum(), positive / max(images, 1), carrying / max(images, 1))
+
+
 def validation_set(root: str, vocab: pa.Table, *, limit: int, seed: int, positives: int, negatives: int,
-                   user_cap: int = 0) -> dict:
+                   user_cap: int = 0, exclude_own_tags: bool = True) -> dict:
     """Validation images with features, their true tags, and fixed positive/negative draws.
 
     Reads ROOT/tagged/ (split == "validation") and ROOT/features/ (Petastorm: photo_id, feature as
     NdarrayCodec bytes). Keeps images with 1..V-1 tags and a feature, at most ``user_cap`` per user
     (:func:`cap_per_user`; 0 = no cap); when there are more than ``limit``, the ``limit`` with the
     smallest hash of (seed, photo_id), so the set is the same on every run. Positives and negatives
-    are drawn as the sample stage draws them (same weights, same code), from a stream no training
-    epoch uses (epoch 0), so the validation loss is the training objective on unseen images and is
-    comparable between epochs.
+    are drawn as the sample stage draws them (same weights, same code, ``exclude_own_tags`` as
+    configured), from a stream no training epoch uses (epoch 0), so the validation loss is the
+    training objective on unseen images and is comparable between epochs.
 
     Returns:
         dict of numpy arrays: ``photo_id`` int64[N], ``feature`` float16[N, D], ``offsets``
         int64[N + 1] and ``tag_ids`` int32[...] (true tags), ``pos_ids`` int32[N, P],
-        ``neg_ids`` int32[N, K]. N may be 0.
+        ``neg_ids`` int32[N, K], ``own_ids`` int32[N, M] (the true tags padded with -1, M the most
+        of an image). N may be 0.
     """
     size = vocab.num_rows
     features_data.DATASET.require(root)
@@ -279,7 +307,8 @@ def validation_set(root: str, vocab: pa.Table, *, limit: int, seed: int, positiv
     if tagged.num_rows == 0:
         return {"photo_id": np.zeros(0, np.int64), "feature": np.zeros((0, 0), np.float16),
                 "offsets": np.zeros(1, np.int64), "tag_ids": np.zeros(0, np.int32),
-                "pos_ids": np.zeros((0, positives), np.int32), "neg_ids": np.zeros((0, negatives), np.int32)}
+                "pos_ids": np.zeros((0, positives), np.int32), "neg_ids": np.zeros((0, negatives), np.int32),
+                "own_ids": np.zeros((0, 1), np.int32)}
     features = features_data.DATASET.arrow(root).to_table(
         columns=["photo_id", "feature"], filter=pc.field("photo_id").isin(tagged.column("photo_id")))
     # One row per photo, in tagged's order (a feature written twice would count once).
@@ -289,15 +318,17 @@ def validation_set(root: str, vocab: pa.Table, *, limit: int, seed: int, positiv
          features.column("feature").take(pa.array(position)).combine_chunks()],
         names=["photo_id", "tag_ids", "feature"])
     tables = sampling.build_tables(vocab.column("neg_weight").to_numpy(), vocab.column("pos_weight").to_numpy())
-    drawn = sampling.sample_batch(batch, tables, seed, 0, positives, negatives)
-    _, pos_ids, neg_ids = arrow_columns(pa.Table.from_batches([drawn]))
+    own_tags = int(pc.max(pc.list_value_length(batch.column("tag_ids"))).as_py())
+    drawn = sampling.sample_batch(batch, tables, seed, 0, positives, negatives, exclude_own=exclude_own_tags,
+                                  own_tags=own_tags)
+    _, pos_ids, neg_ids, own_ids = arrow_columns(pa.Table.from_batches([drawn]), COLUMNS + (OWN_IDS,))
     lists = batch.column("tag_ids")
     offsets = lists.offsets.to_numpy().astype(np.int64)
     return {"photo_id": batch.column("photo_id").to_numpy(),
             "feature": encoding.decode_ndarray(drawn.column("feature")),
             "offsets": offsets - offsets[0],
             "tag_ids": lists.values.to_numpy()[offsets[0]:offsets[-1]].astype(np.int32),
-            "pos_ids": pos_ids, "neg_ids": neg_ids}
+            "pos_ids": pos_ids, "neg_ids": neg_ids, "own_ids": own_ids}
 
 
 def cap_per_user(photo_id: np.ndarray, user_id: np.ndarray, cap: int, seed: int) -> np.ndarray:

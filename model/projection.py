@@ -98,7 +98,7 @@ def loss_function(name: str):
     return LOSSES[name]
 
 
-def tag_bias(neg_weight: np.ndarray, pos_weight: np.ndarray, strength: float = 0.5) -> np.ndarray:
+def tag_bias(candidate_weight: np.ndarray, pos_weight: np.ndarray, strength: float = 0.5) -> np.ndarray:
     """Per-tag offsets added to ``g(f)·v_t`` to rank a vocabulary's tags for an image.
 
     This is the one place that decides how tags are ranked for an image: training validation
@@ -106,20 +106,25 @@ def tag_bias(neg_weight: np.ndarray, pos_weight: np.ndarray, strength: float = 0
     and ``im2vec tag``, serve and the evaluate stage by its softmax mixed with the CNN's ConSE prior
     (pipeline.query.tag_probabilities). Ranking images for one tag needs no offset.
 
-    Training draws positives ∝ pos_weight (from the image's own tags) and negatives ∝ neg_weight,
-    so the loss is lowest when ``g(f)·v_t ≈ log odds(t on the image) + log pos_weight_t -
-    log neg_weight_t + const``: rare tags score above their odds (the sampler's intent, rare tags
-    pull harder) and frequent ones below. ``strength`` 1 adds all of ``log(neg_weight_t /
-    pos_weight_t)`` and ranks by the odds themselves: the best per-image P@5, but the few
-    frequent tags then fill most images' top 5 and the rare ones are never predicted. 0 keeps the
-    sampler's lift of rare tags (with unigram^0.75 negatives a tag seen 3 times is hardly ever
-    pushed down, and fills every image's top 5). In between, each tag is predicted for about as
-    many images as carry it, what per-tag precision/recall/F1 (the tagging literature's measure)
-    reward; 0.25 did best on the demo's validation split capped per user, 0.5 on the uncapped split,
-    which one user's icon theme dominates (the strengths tried: docs/experiments.md).
+    Training draws positives ∝ pos_weight (from the image's own tags) and offers tag t as a
+    negative Q_t times per row (Option II: ∝ neg_weight), so the loss is lowest when
+    ``g(f)·v_t ≈ log odds(t on the image) + log pos_weight_t - log Q_t + const``: rare tags score
+    above their odds (the sampler's intent, rare tags pull harder) and frequent ones below.
+    ``strength`` 1 adds all of ``log(Q_t / pos_weight_t)`` and ranks by the odds themselves: the
+    best per-image P@5, but the few frequent tags then fill most images' top 5 and the rare ones
+    are never predicted. 0 keeps the sampler's lift of rare tags (with unigram^0.75 negatives a
+    tag seen 3 times is hardly ever pushed down, and fills every image's top 5). In between, each
+    tag is predicted for about as many images as carry it, what per-tag precision/recall/F1 (the
+    tagging literature's measure) reward; 0.25 did best on the demo's validation split capped per
+    user, 0.5 on the uncapped split, which one user's icon theme dominates (the strengths tried:
+    docs/experiments.md).
 
     Args:
-        neg_weight, pos_weight: float64[V] > 0, the vocabulary's sampling weights (vocab/).
+        candidate_weight: float64[V] > 0, how often the sampling method offers each tag as a
+            negative, any scale (pipeline.sampling.expected_candidates; vocab/'s neg_weight for
+            Option II; flat for the full softmax and under the log-Q correction, whose scores
+            carry no such lift).
+        pos_weight: float64[V] > 0, vocab/'s positive weights.
         strength: the share of the sampler's log weighting to undo, in [0, 1] (config
             ``tag_bias_strength``).
 
@@ -127,7 +132,7 @@ def tag_bias(neg_weight: np.ndarray, pos_weight: np.ndarray, strength: float = 0
         float32[V], centred on 0, so a word outside the vocabulary (zero-shot, offset 0) sits
         with a typical tag.
     """
-    bias = np.log(np.asarray(neg_weight, dtype=np.float64)) - np.log(np.asarray(pos_weight, dtype=np.float64))
+    bias = np.log(np.asarray(candidate_weight, dtype=np.float64)) - np.log(np.asarray(pos_weight, dtype=np.float64))
     return (float(strength) * (bias - bias.mean())).astype(np.float32)
 
 

@@ -3,9 +3,13 @@
 Read it top to bottom: the configuration it uses, the pieces (placement and distribution, the
 training step, validation, outputs), building or restoring the model, one epoch, the end of an
 epoch, and last :func:`run`, the loop over epochs. Each training row is an image's feature f,
-P positive tags and K negative tags (drawn by the sample stage); the loss pulls g(f) towards the
-positives' vectors and away from the negatives' (``loss``: word2vec's negative sampling,
-Fast0Tag's pairwise ranking, or a sampled softmax; see model/projection.py).
+P positive tags (drawn by the sample stage) and negative candidates chosen by the sampling method
+(config ``sampling``, an entry of pipeline.sampling.METHODS): the K negatives the sample stage
+drew (Option II, the default), or what the method draws from the batch in the step (the next
+image's tags, the batch's positives, every tag), never the image's own tags; the loss pulls g(f)
+towards the positives' vectors and away from the negatives' (``loss``: word2vec's negative
+sampling, Fast0Tag's pairwise ranking, or a sampled softmax; see model/projection.py), with the
+log-Q correction on request (``logq_correction``: :class:`Objective`).
 
 Reads (ROOT = the run root URI):
     ROOT/epochs/epoch=E/         training rows, via Petastorm (model/data.py); the trainer waits for an
@@ -50,9 +54,11 @@ vocabulary tags and words.kv for every other word.
 
 Validation ranks the whole vocabulary for each image by g(f)·v_t + tag_bias_t, as ``im2vec tag``
 and the evaluate stage do (:func:`model.projection.tag_bias` is the one ranking rule; the trainer
-writes it to tag_bias.npy): training samples positives ∝ pos_weight and negatives ∝ neg_weight,
+writes it to tag_bias.npy): training samples positives ∝ pos_weight and offers each tag as a
+negative as often as its sampling method does (Option II: ∝ neg_weight; :func:`sampling_terms`),
 which lifts rare tags' raw scores above their odds, and ``tag_bias_strength`` says how much of
-that lift to undo. It logs per-image P@5/R@5 and per-tag F1 at 5 (model.metrics.per_tag_metrics).
+that lift to undo. The validation loss is the training objective: the method's draws from
+validation batches of the training batch's size. It logs per-image P@5/R@5 and per-tag F1 at 5 (model.metrics.per_tag_metrics).
 
 Why the defaults are what they are (the settings tried, with their figures): docs/experiments.md.
 In short, judge a run by val_f1, not val_loss: with the ranking and softmax losses the validation
@@ -107,13 +113,14 @@ from datetime import datetime, timezone
 import numpy as np
 
 from model.metrics import TOP_K
-from pipeline import Im2vecError, reader, storage
+from pipeline import Im2vecError, reader, sampling, storage
 from pipeline.datasets import consumers
 from pipeline.datasets import epochs as epochs_data, model as model_data, wordvec as wordvec_data
 
 # --- configuration -----------------------------------------------------------------------------
 # Config keys the trainer reads (documented in pipeline/defaults.yaml, "# --- train ---").
-KEYS = ("epochs", "seed", "sampling", "positives", "negatives", "hidden_sizes", "loss", "batch_size", "learning_rate",
+KEYS = ("epochs", "seed", "sampling", "exclude_own_tags", "logq_correction", "full_softmax_max_tags", "positives",
+        "negatives", "hidden_sizes", "loss", "batch_size", "learning_rate",
         "tag_learning_rate", "tag_bias_strength", "shuffle_buffer", "reader_workers", "checkpoint_steps",
         "validation_images", "validation_user_cap", "patience", "train_poll_seconds", "model_dir", "consumer")
 LOG_STEPS = 100           # train loss to TensorBoard every this many steps
@@ -128,12 +135,13 @@ def log(message: str) -> None:
 def parameters(config: dict) -> dict:
     """The configuration values the trainer uses (:data:`KEYS`), checked and typed."""
     from model.projection import LOSSES
-    from pipeline import sampling
 
-    sampling.method(config)     # a known sampling method
+    sampling.method(config)     # a known sampling method, its settings true or false
     try:
         params = {
             "epochs": int(config["num_epochs"]), "seed": int(config["seed"]), "sampling": str(config["sampling"]),
+            "exclude_own_tags": config["exclude_own_tags"], "logq_correction": config["logq_correction"],
+            "full_softmax_max_tags": int(config["full_softmax_max_tags"]),
             "positives": int(config["positives"]), "negatives": int(config["negatives"]),
             "hidden_sizes": [int(size) for size in (config["hidden_sizes"] or [])],
             "loss": str(config["loss"]), "batch_size": int(config["batch_size"]),
@@ -232,34 +240,105 @@ def local_model_dir(root: str, configured: str) -> str:
 
 # --- the training step -------------------------------------------------------------------------
 
-def make_train_step(strategy, projection, optimizer, table, loss_name: str, batch_negatives=None):
+MASKED = -1e9   # a masked candidate's score: exp() of it is 0, so it adds nothing to a loss or a gradient
+
+
+@dataclass(frozen=True)
+class Objective:
+    """What a step minimizes, in training and validation: the loss of each row's positives against the
+    negatives its sampling method draws from the batch.
+
+    Attributes:
+        loss_name: a key of ``model.projection.LOSSES``.
+        method: a :data:`pipeline.sampling.METHODS` entry; its ``draw`` makes each batch's candidates.
+        log_q: float32[V], log Q_t subtracted from every score, positives' too (the log-Q correction
+            of Yi et al., RecSys 2019; config ``logq_correction``), or None.
+        batch_size: rows per validation batch (in-batch methods draw from the batch: as in training).
+    """
+    loss_name: str
+    method: sampling.Method = sampling.METHODS["presampled"]
+    log_q: np.ndarray | None = None
+    batch_size: int = 128
+
+    def per_image_loss(self, image_vectors, pos_ids, drawn, row_vectors, shared_vectors):
+        """The loss per image, float32[B].
+
+        Args:
+            image_vectors: float32[B, d]; pos_ids: int32[B, P]; drawn: the method's
+                ``pipeline.sampling.Candidates``; row_vectors: float32[B, P + C1, d], the vectors of
+                :func:`row_ids`; shared_vectors: float32[C2, d] of ``drawn.shared_ids``, or None.
+        """
+        import tensorflow as tf
+        from model.projection import loss_function, scores
+
+        positives = tf.shape(pos_ids)[1]
+        row_scores = scores(image_vectors, row_vectors)                    # [B, P + C1]
+        if self.log_q is not None:
+            row_scores -= tf.gather(self.log_q, row_ids(pos_ids, drawn))
+        if drawn.shared_ids is not None:
+            shared_scores = tf.matmul(image_vectors, shared_vectors, transpose_b=True)   # [B, C2]
+            if self.log_q is not None:
+                shared_scores -= tf.gather(self.log_q, drawn.shared_ids)[None, :]
+            row_scores = tf.concat([row_scores, shared_scores], axis=1)
+        neg_scores = row_scores[:, positives:]
+        if drawn.valid is not None:
+            neg_scores = tf.where(drawn.valid, neg_scores, MASKED)
+        return loss_function(self.loss_name)(row_scores[:, :positives], neg_scores)
+
+
+def row_ids(pos_ids, drawn):
+    """int32[B, P + C1]: each row's positives, then its own candidates (``drawn.row_ids``) if any."""
+    import tensorflow as tf
+
+    return pos_ids if drawn.row_ids is None else tf.concat([pos_ids, drawn.row_ids], axis=1)
+
+
+def lookup(table, ids, shared_ids):
+    """:meth:`TagTable.lookup` of a batch's per-row ids (int32[B, C]) and shared ids (int32[C2] or None) at once.
+
+    Returns:
+        ``(unique_ids, rows, index, shared_index)``: ``rows[index]`` are the vectors of ``ids``,
+        ``rows[shared_index]`` those of ``shared_ids`` (None without).
+    """
+    import tensorflow as tf
+
+    if shared_ids is None:
+        return (*table.lookup(ids), None)
+    flat = tf.reshape(ids, [-1])
+    unique_ids, rows, index = table.lookup(tf.concat([flat, shared_ids], axis=0))
+    count = tf.size(flat)
+    return unique_ids, rows, tf.reshape(index[:count], tf.shape(ids)), index[count:]
+
+
+def make_train_step(strategy, projection, optimizer, table, objective):
     """A ``tf.function`` running one synchronous step on every replica; returns the global mean loss.
 
     Args:
         strategy: from :func:`distribution`; projection: g (Keras); optimizer: Keras, for g.
-        table: :class:`model.projection.TagTable`; loss_name: a key of ``projection.LOSSES``.
-        batch_negatives: the sampling method's draw from the batch (pipeline.sampling.Method), or
-            None to train on the batch's own neg_ids.
+        table: :class:`model.projection.TagTable`.
+        objective: an :class:`Objective`, or a loss name (a key of ``projection.LOSSES``) for Option
+            II's: the batch's own neg_ids.
 
-    The step takes a batch dict (feature float16[B, D], pos_ids int32[B, P], neg_ids int32[B, K])
-    as ``strategy.distribute_datasets_from_function`` yields it.
+    The step takes a batch dict (feature float16[B, D], pos_ids int32[B, P], neg_ids int32[B, K],
+    own_ids int32[B, M] for the methods that read it) as ``strategy.distribute_datasets_from_function``
+    yields it.
     """
     import tensorflow as tf
-    from model.projection import loss_function, merge_rows, scores
+    from model.projection import merge_rows
 
-    loss_fn = loss_function(loss_name)
+    objective = Objective(objective) if isinstance(objective, str) else objective
+    vocab_size = int(table.vectors.shape[0])
     distributed = strategy.num_replicas_in_sync > 1
 
     def replica_step(batch):
         pos_ids = batch["pos_ids"]
-        neg_ids = batch["neg_ids"] if batch_negatives is None else batch_negatives(pos_ids, batch["neg_ids"])
-        positives = tf.shape(pos_ids)[1]
-        unique_ids, rows, index = table.lookup(tf.concat([pos_ids, neg_ids], axis=1))
+        drawn = objective.method.draw(batch, vocab_size)
+        unique_ids, rows, index, shared_index = lookup(table, row_ids(pos_ids, drawn), drawn.shared_ids)
         with tf.GradientTape() as tape:
             tape.watch(rows)
             image_vectors = projection(tf.cast(batch["feature"], tf.float32), training=True)
-            row_scores = scores(image_vectors, tf.gather(rows, index))  # [B, P + K]
-            per_image = loss_fn(row_scores[:, :positives], row_scores[:, positives:])
+            per_image = objective.per_image_loss(image_vectors, pos_ids, drawn, tf.gather(rows, index),
+                                                 None if shared_index is None else tf.gather(rows, shared_index))
             loss = tf.nn.compute_average_loss(per_image)               # sum / global batch
         if table.frozen:
             gradients = tape.gradient(loss, projection.trainable_variables)
@@ -284,24 +363,39 @@ def make_train_step(strategy, projection, optimizer, table, loss_name: str, batc
 
 # --- validation --------------------------------------------------------------------------------
 
-def validate(projection, tag_vectors: np.ndarray, tag_bias: np.ndarray, validation: dict, loss_name: str) -> dict:
+def validate(projection, tag_vectors: np.ndarray, tag_bias: np.ndarray, validation: dict, objective) -> dict:
     """Loss, P@5, R@5 and per-tag F1 on the validation set (see :func:`model.data.validation_set`).
 
     Returns:
-        ``{"val_loss", "val_p_at_5", "val_r_at_5", "val_f1"}``: the mean per-image loss on the set's
-        fixed positive/negative draws, and :func:`ranking_figures` of the TOP_K best tags of the
-        whole table by score + tag_bias (:func:`model.projection.tag_bias`).
+        ``{"val_loss", "val_p_at_5", "val_r_at_5", "val_f1"}``: the mean per-image loss of the
+        :class:`Objective` on the set's fixed draws (:func:`validation_loss`), and
+        :func:`ranking_figures` of the TOP_K best tags of the whole table by score + tag_bias
+        (:func:`model.projection.tag_bias`).
     """
-    import tensorflow as tf
     from model import metrics
-    from model.projection import loss_function, scores
 
-    image_vectors = tf.constant(model_data.embed(projection, validation["feature"]))
-    per_image = loss_function(loss_name)(scores(image_vectors, tf.gather(tag_vectors, validation["pos_ids"])),
-                                         scores(image_vectors, tf.gather(tag_vectors, validation["neg_ids"])))
-    top = metrics.top_k_tags(image_vectors.numpy(), tag_vectors, TOP_K, tag_bias)
+    image_vectors = model_data.embed(projection, validation["feature"])
+    top = metrics.top_k_tags(image_vectors, tag_vectors, TOP_K, tag_bias)
     figures = ranking_figures(top, validation, len(tag_vectors))
-    return {"val_loss": float(tf.reduce_mean(per_image)), **{f"val_{key}": value for key, value in figures.items()}}
+    return {"val_loss": validation_loss(objective, image_vectors, tag_vectors, validation),
+            **{f"val_{key}": value for key, value in figures.items()}}
+
+
+def validation_loss(objective: Objective, image_vectors: np.ndarray, tag_vectors: np.ndarray, validation: dict) -> float:
+    """The mean per-image loss over the validation set, in batches of ``objective.batch_size`` rows
+    drawn as a training step draws them (validation's pos_ids, neg_ids and own_ids)."""
+    import tensorflow as tf
+
+    losses = []
+    for start in range(0, len(image_vectors), objective.batch_size):
+        batch = {name: tf.constant(validation[name][start:start + objective.batch_size])
+                 for name in ("pos_ids", "neg_ids", "own_ids")}
+        drawn = objective.method.draw(batch, len(tag_vectors))
+        shared = None if drawn.shared_ids is None else tf.gather(tag_vectors, drawn.shared_ids)
+        losses.append(objective.per_image_loss(
+            tf.constant(image_vectors[start:start + objective.batch_size]), batch["pos_ids"], drawn,
+            tf.gather(tag_vectors, row_ids(batch["pos_ids"], drawn)), shared))
+    return float(tf.reduce_mean(tf.concat(losses, axis=0))) if losses else float("nan")
 
 
 def ranking_figures(top: np.ndarray, validation: dict, vocab_size: int) -> dict:
@@ -416,12 +510,14 @@ class Inputs:
         initial: float32[V, d] the starting tag table (wordvec/); bias: float32[V] tag_bias.
         validation: :func:`model.data.validation_set`; feature_dim: D.
         popularity: the popularity baseline on the validation set, ``popularity_p_at_5``, ``_r_at_5``, ``_f1``.
+        objective: the :class:`Objective` of the configured sampling method.
     """
     initial: np.ndarray
     bias: np.ndarray
     validation: dict
     feature_dim: int
     popularity: dict
+    objective: Objective
 
 
 @dataclass
@@ -458,30 +554,54 @@ def start(config: dict, root: str) -> Setup:
     return Setup(root, params, strategy, worker, workers, local_model_dir(root, params["model_dir"]))
 
 
-def read_inputs(root: str, params: dict) -> Inputs:
-    """The starting tag table, the tag offsets, the validation set and the popularity baseline on it."""
+def read_inputs(root: str, params: dict, workers: int = 1) -> Inputs:
+    """The starting tag table, the tag offsets and objective of the sampling method, the validation set and
+    the popularity baseline on it (``workers``: processes sharing each global batch)."""
     from model import baselines, data
-    from model.projection import tag_bias
 
     vocab = data.read_vocab(root)
+    sampling.check_vocabulary(params, vocab.num_rows)
     initial = wordvec_data.read_tag_vectors(root, vocab.num_rows)
-    bias = tag_bias(vocab.column("neg_weight").to_numpy(), vocab.column("pos_weight").to_numpy(),
-                    params["tag_bias_strength"])
+    shares = data.train_tag_shares(root, vocab)
+    bias, objective = sampling_terms(params, vocab.column("pos_weight").to_numpy(), shares,
+                                     params["batch_size"] // workers)
+    positives, negatives = objective.method.written(params["positives"], params["negatives"])
     validation = data.validation_set(root, vocab, limit=params["validation_images"], seed=params["seed"],
-                                     positives=params["positives"], negatives=params["negatives"],
-                                     user_cap=params["validation_user_cap"])
+                                     positives=positives, negatives=negatives, user_cap=params["validation_user_cap"],
+                                     exclude_own_tags=params["exclude_own_tags"])
     if len(validation["photo_id"]) == 0:
         raise Im2vecError(f"no validation image has both tags and features under {root}: check the "
                           "validation split (validation_fraction) and the features stage")
     feature_dim = validation["feature"].shape[1]
-    popular = baselines.popularity_top_k(data.train_tag_counts(root, vocab.num_rows), len(validation["photo_id"]),
-                                         TOP_K)
+    popular = baselines.popularity_top_k(shares.image, len(validation["photo_id"]), TOP_K)
     popularity = {f"popularity_{key}": value
                   for key, value in ranking_figures(popular, validation, vocab.num_rows).items()}
     log(f"{vocab.num_rows:,} tags (d={initial.shape[1]}), {len(validation['photo_id']):,} validation images, "
         f"features D={feature_dim}; popularity baseline P@5 {popularity['popularity_p_at_5']:.4f} "
-        f"R@5 {popularity['popularity_r_at_5']:.4f} per-tag F1 {popularity['popularity_f1']:.4f}")
-    return Inputs(initial, bias, validation, feature_dim, popularity)
+        f"R@5 {popularity['popularity_r_at_5']:.4f} per-tag F1 {popularity['popularity_f1']:.4f}; sampling "
+        f"{params['sampling']}" + (" with the log-Q correction" if params["logq_correction"] else ""))
+    return Inputs(initial, bias, validation, feature_dim, popularity, objective)
+
+
+def sampling_terms(params: dict, pos_weight: np.ndarray, shares: sampling.TagShares,
+                   batch_rows: int) -> tuple[np.ndarray, Objective]:
+    """``(tag_bias float32[V], objective)`` for the configured sampling method (pos_weight: vocab/'s, float64[V]).
+
+    Both come from Q_t, how often the method offers tag t among a row's candidates
+    (pipeline.sampling.expected_candidates; ``batch_rows``: rows per replica batch): the log-Q
+    correction subtracts log Q_t from every score, and ranking undoes ``tag_bias_strength`` of the
+    lift log(pos_weight_t / Q_t) that sampling gives rare tags, with Q flat where the scores carry
+    none (the full softmax, the log-Q correction).
+    """
+    from model.projection import tag_bias
+
+    method = sampling.method(params)
+    positives, negatives = method.written(params["positives"], params["negatives"])
+    expected = sampling.expected_candidates(method, shares, positives, negatives, batch_rows)
+    log_q = np.log(expected).astype(np.float32) if params["logq_correction"] else None
+    offered = np.ones_like(expected) if params["logq_correction"] else expected
+    bias = tag_bias(offered, pos_weight, params["tag_bias_strength"])
+    return bias, Objective(params["loss"], method, log_q, batch_rows)
 
 
 def build(setup: Setup, inputs: Inputs) -> State:
@@ -489,7 +609,6 @@ def build(setup: Setup, inputs: Inputs) -> State:
     import keras
     import tensorflow as tf
     from model.projection import TagTable, build_projection
-    from pipeline import sampling
 
     params = setup.params
     keras.utils.set_random_seed(params["seed"])
@@ -522,8 +641,7 @@ def build(setup: Setup, inputs: Inputs) -> State:
     recorded = model_data.read_progress(setup.root).get("history") or \
         (model_data.DATASET.manifest(setup.root) or {}).get("history", [])
     history = [h for h in recorded if h["epoch"] <= int(epoch_var)]
-    train_step = make_train_step(setup.strategy, projection, optimizer, table, params["loss"],
-                                 sampling.method(params).batch_negatives)
+    train_step = make_train_step(setup.strategy, projection, optimizer, table, inputs.objective)
     writer = tf.summary.create_file_writer(os.path.join(setup.model_dir, "logs")) if setup.chief else \
         tf.summary.create_noop_writer()
     return State(projection, optimizer, table, step_var, epoch_var, manager, train_step, writer, best, history,
@@ -614,6 +732,7 @@ def epoch_input(context, *, uri: str, manifest: dict, params: dict, feature_dim:
     sharded = context.num_input_pipelines > 1
     dataset = data.epoch_dataset(
         uri, feature_dim=feature_dim, positives=int(manifest["positives"]), negatives=int(manifest["negatives"]),
+        own_tags=int(manifest.get("own_tags") or 0) if sampling.method(params).own_ids else 0,
         batch_size=batch_size, shuffle_buffer=params["shuffle_buffer"], seed=seed,
         cur_shard=context.input_pipeline_id if sharded else None,
         shard_count=context.num_input_pipelines if sharded else None, workers=params["reader_workers"])
@@ -670,7 +789,7 @@ def end_epoch(setup: Setup, state: State, inputs: Inputs, epoch: int, rows: int,
     train_loss = float(tf.add_n(losses)) / len(losses) if losses else float("nan")
     # Every worker validates (a second at most): the early-stopping decision must be the same on all.
     scores = validate(state.projection, state.table.vectors.numpy(), inputs.bias, inputs.validation,
-                      setup.params["loss"])
+                      inputs.objective)
     improved = scores["val_f1"] > best_epoch(state.history).get("val_f1", -1.0)
     state.history.append({"epoch": epoch, "step": state.step, "train_loss": train_loss, **scores,
                           **inputs.popularity, "examples_per_second": rows / max(seconds, 1e-9)})
@@ -734,7 +853,7 @@ def run(config: dict, root: str) -> dict:
     """
     started = time.time()
     setup = start(config, root)
-    inputs = read_inputs(setup.root, setup.params)
+    inputs = read_inputs(setup.root, setup.params, setup.workers)
     state = build(setup, inputs)
     if setup.chief:
         export_again(setup, state, inputs)
@@ -751,6 +870,7 @@ def run(config: dict, root: str) -> dict:
             break
         manifest = reader.wait_for_epoch(setup.root, epoch, consumer=consumer or None,
                                          poll_seconds=setup.params["train_poll_seconds"], log=log)
+        sampling.check_epoch(setup.params, manifest, epochs_data.uri(setup.root, epoch))
         if manifest["feature_dim"] != inputs.feature_dim:
             raise Im2vecError(f"epoch {epoch} has features of size {manifest['feature_dim']}, the validation "
                               f"set {inputs.feature_dim}: sample again after `im2vec features`")

@@ -7,7 +7,8 @@
         for features, pos_ids, neg_ids in reader.batches(root, epoch, batch_size=512, consumer="my-model"):
             ...   # float32[n, D], int32[n, P], int32[n, K]
 
-The epoch contract is in :mod:`pipeline.datasets.epochs`. With ``consumer`` set, the reader records
+The epoch contract is in :mod:`pipeline.datasets.epochs`; ``own_ids=True`` adds each row's own tags
+(int32[n, M], padded with -1) to the batches of an epoch sampled for a method that writes them. With ``consumer`` set, the reader records
 progress in ROOT/consumers/NAME.json (:mod:`pipeline.datasets.consumers`): the epoch as finished
 once its last batch has been handed over, and a heartbeat while it reads or waits, so
 ``im2vec schedule`` samples ahead of this trainer and deletes only what it is done with. In a
@@ -120,24 +121,33 @@ def fixed_lists(column: pa.ChunkedArray | pa.Array, width: int) -> np.ndarray:
 
 def batches(root: str, epoch: int, *, batch_size: int = 1024, shard: int = 0, shards: int = 1,
             consumer: str | None = None, poll_seconds: float = 10.0, timeout: float | None = None,
-            log: Callable[[str], None] = print) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+            log: Callable[[str], None] = print, own_ids: bool = False) -> Iterator[tuple[np.ndarray, ...]]:
     """One pass over shard ``shard`` of ``shards`` of epoch ``epoch``, waiting for it first.
 
     Yields:
-        ``(features, pos_ids, neg_ids)``: float32[n, D], int32[n, P], int32[n, K] with n =
-        ``batch_size``, except the last batch of the shard (fewer). Once the last batch has been
+        ``(features, pos_ids, neg_ids)``: float32[n, D], int32[n, P], int32[n, K] (K may be 0: a
+        positives-only epoch), and with ``own_ids`` a fourth, int32[n, M], with n = ``batch_size``,
+        except the last batch of the shard (fewer). Once the last batch has been
         handed over, ``consumer`` (if given) is recorded as having finished the epoch, its step
         advanced by the batches read.
+
+    Raises:
+        Im2vecError: ``own_ids`` asked of an epoch without them (see :func:`wait_for_epoch` too).
     """
     manifest = wait_for_epoch(root, epoch, consumer=consumer, poll_seconds=poll_seconds, timeout=timeout, log=log)
-    positives, negatives = int(manifest["positives"]), int(manifest["negatives"])
+    widths = {"pos_ids": int(manifest["positives"]), "neg_ids": int(manifest["negatives"]),
+              "own_ids": int(manifest.get("own_tags") or 0)}
+    if own_ids and not widths["own_ids"]:
+        raise Im2vecError(f"{epochs.uri(root, epoch)} holds no own_ids: it was sampled for sampling "
+                          f"{manifest.get('sampling', 'presampled')}; sample it for a method that writes them")
+    columns = COLUMNS + (("own_ids",) if own_ids else ())
     heartbeat = _Heartbeat(root, consumer, epoch - 1)
     fs, _ = storage.filesystem(epochs.uri(root, epoch))
     held = None   # the rows after the last full batch, fewer than batch_size
     for file, group in row_groups(epochs.uri(root, epoch), shard, shards):
-        table = pq.ParquetFile(file, filesystem=fs).read_row_group(group, columns=list(COLUMNS))
+        table = pq.ParquetFile(file, filesystem=fs).read_row_group(group, columns=list(columns))
         rows = (encoding.decode_ndarray(table.column("feature")).astype(np.float32),
-                fixed_lists(table.column("pos_ids"), positives), fixed_lists(table.column("neg_ids"), negatives))
+                *(fixed_lists(table.column(name), widths[name]) for name in columns[1:]))
         if held is not None:
             rows = tuple(np.concatenate([before, after]) for before, after in zip(held, rows))
         full = len(rows[0]) // batch_size * batch_size
@@ -154,7 +164,7 @@ def batches(root: str, epoch: int, *, batch_size: int = 1024, shard: int = 0, sh
 
 
 def tf_dataset(root: str, epoch: int, **options):
-    """:func:`batches` as a ``tf.data.Dataset`` of ``(features, pos_ids, neg_ids)`` tuples.
+    """:func:`batches` as a ``tf.data.Dataset`` of ``(features, pos_ids, neg_ids[, own_ids])`` tuples.
 
     Waits for the epoch when called (its manifest gives the shapes); ``options`` are
     :func:`batches`'s. Each iteration of the dataset is one pass.
@@ -165,5 +175,7 @@ def tf_dataset(root: str, epoch: int, **options):
     manifest = wait_for_epoch(root, epoch, **waiting)
     signature = (tf.TensorSpec([None, int(manifest["feature_dim"])], tf.float32),
                  tf.TensorSpec([None, int(manifest["positives"])], tf.int32),
-                 tf.TensorSpec([None, int(manifest["negatives"])], tf.int32))
+                 tf.TensorSpec([None, int(manifest["negatives"])], tf.int32),
+                 *([tf.TensorSpec([None, int(manifest.get("own_tags") or 0)], tf.int32)] if options.get("own_ids")
+                   else []))
     return tf.data.Dataset.from_generator(lambda: batches(root, epoch, **options), output_signature=signature)

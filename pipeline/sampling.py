@@ -16,7 +16,11 @@ Shapes: ``n`` images per batch, ``V`` tags in the vocabulary, ragged tag lists g
 ``offsets`` (int64[n + 1]) and ``tag_ids`` (int32[offsets[-1]], ascending and unique per image).
 
 Sampling methods (config ``sampling``) are the entries of :data:`METHODS`: each says what the
-sample stage writes per image and what the trainer draws itself from a batch.
+sample stage writes per image (P positives; K negatives or none; the image's own tags or not) and
+what the trainer draws from each batch, in its graph (:class:`Candidates`), and how often it
+offers each tag as a candidate (for the log-Q correction and for ranking). The negatives drawn
+here are Option II's (``presampled``, and ``mixed``'s pre-drawn part); the trainer's draws are
+TensorFlow and import it only when called, so the sample stage never loads it.
 """
 from __future__ import annotations
 
@@ -47,44 +51,213 @@ _TO_UNIT = 2.0 ** -53
 
 
 @dataclass(frozen=True)
+class Candidates:
+    """A batch's negative candidates as a method draws them in the trainer's graph (TensorFlow tensors).
+
+    Attributes:
+        row_ids: int32[B, C1], each row's own candidates (scored row by row), or None.
+        shared_ids: int32[C2], candidates every row of the batch shares (scored with one matmul), or None.
+        valid: bool[B, C1 + C2], False where a candidate is no negative of that row (one of its own
+            tags, or padding); None = every candidate is one.
+    """
+    row_ids: object = None
+    shared_ids: object = None
+    valid: object = None
+
+
+@dataclass(frozen=True)
+class TagShares:
+    """Per-tag shares, float64[V] each, that a method's expected candidate counts are made of.
+
+    Attributes:
+        negative: a pre-drawn negative's chance of being tag t (neg_weight normalized).
+        positive: a drawn positive's chance of being t, over the train images (each image's P
+            positives are drawn from its tags by pos_weight): :func:`positive_shares` / images.
+        image: the share of train images carrying t.
+    """
+    negative: np.ndarray
+    positive: np.ndarray
+    image: np.ndarray
+
+
+@dataclass(frozen=True)
 class Method:
     """A way of choosing each training row's positive and negative tags: one entry of :data:`METHODS`.
 
     Attributes:
         summary: what it does, in one line.
+        draw: the trainer's draw, in its graph: ``(batch, vocab_size) -> Candidates``, ``batch`` the
+            dict of tensors the epoch gives (``pos_ids`` int32[B, P], ``neg_ids`` int32[B, K], and
+            ``own_ids`` int32[B, M] when :attr:`own_ids`).
+        expected: ``(TagShares, P, K, B) -> float64[V]``, Q_t: how many times tag t is expected
+            among one row's candidates; the log-Q correction subtracts log Q_t from every score, and
+            ranking undoes the lift it gives rare tags (model.projection.tag_bias).
         stage_negatives: True: the sample stage writes ``negatives`` (K) negatives per image into
-            ``neg_ids`` (:func:`draw_negatives`); False: it writes positives-only epochs (K = 0).
-            Either way it writes ``positives`` (P) positives per image (:func:`draw_positives`).
-        batch_negatives: what the trainer draws itself from each batch, in the graph: None (nothing:
-            the loss takes the epoch's ``neg_ids``), or a function ``(pos_ids int32[B, P], neg_ids
-            int32[B, K]) -> int32[B, K']``, the negatives the loss takes instead (model/train.py).
+            ``neg_ids`` (:func:`draw_negatives`); False: it writes none (K = 0). Either way it writes
+            ``positives`` (P) positives per image (:func:`draw_positives`).
+        own_ids: whether the sample stage writes each image's own tags (``own_ids``), which the
+            draw needs to keep them out of the image's negatives.
+        max_tags_key: the config key bounding the vocabulary the method can train on ("" = none).
     """
     summary: str
+    draw: Callable
+    expected: Callable
     stage_negatives: bool = True
-    batch_negatives: Callable | None = None
+    own_ids: bool = False
+    max_tags_key: str = ""
 
     def written(self, positives: int, negatives: int) -> tuple[int, int]:
         """``(P, K)``: the positives and negatives per image the sample stage writes, from the config's."""
         return positives, negatives if self.stage_negatives else 0
 
 
-# A new method is one entry here (the sample stage and the trainer ask the entry, not its name).
+# --- the trainer's draws (TensorFlow, imported when a trainer calls them) ---------------------
+
+MASK_PAD = 2 ** 31 - 1   # own_ids' padding (-1) while searching: above every tag id, so rows stay sorted
+
+
+def own_tag_mask(own_ids, ids):
+    """Whether each candidate is one of its row's own tags: bool[B, C].
+
+    Args:
+        own_ids: int32[B, M], each row's tags padded with -1 (the epoch's ``own_ids``).
+        ids: int32[B, C] candidates per row, or int32[C] shared by every row.
+
+    One sort of [B, M] and a binary search per candidate: O(B·C·log M), nothing of size V.
+    """
+    import tensorflow as tf
+
+    own = tf.sort(tf.where(own_ids < 0, tf.constant(MASK_PAD, tf.int32), own_ids), axis=1)
+    if ids.shape.rank == 1:
+        ids = tf.broadcast_to(ids[None, :], [tf.shape(own)[0], tf.shape(ids)[0]])
+    at = tf.minimum(tf.searchsorted(own, ids, out_type=tf.int32), tf.shape(own)[1] - 1)
+    return tf.gather(own, at, batch_dims=1) == ids
+
+
+def presampled_negatives(batch, vocab_size):
+    """Option II: the epoch's own K negatives per row, as the sample stage drew them."""
+    return Candidates(row_ids=batch["neg_ids"])
+
+
+def next_image_tags(batch, vocab_size):
+    """Option I: every tag of the next row's image (the last row's: the first's) minus the row's own tags."""
+    import tensorflow as tf
+
+    following = tf.roll(batch["own_ids"], shift=-1, axis=0)
+    valid = (following >= 0) & ~own_tag_mask(batch["own_ids"], following)
+    return Candidates(row_ids=tf.maximum(following, 0), valid=valid)
+
+
+def batch_positives(batch, vocab_size):
+    """In-batch: the B·P positives of the whole batch, minus the row's own tags (its own positives too)."""
+    import tensorflow as tf
+
+    shared = tf.reshape(batch["pos_ids"], [-1])
+    return Candidates(shared_ids=shared, valid=~own_tag_mask(batch["own_ids"], shared))
+
+
+def presampled_and_batch_positives(batch, vocab_size):
+    """Mixed: the epoch's K negatives (as drawn), then the batch's positives minus the row's own tags."""
+    import tensorflow as tf
+
+    in_batch = batch_positives(batch, vocab_size)
+    drawn = tf.ones_like(batch["neg_ids"], dtype=tf.bool)
+    return Candidates(row_ids=batch["neg_ids"], shared_ids=in_batch.shared_ids,
+                      valid=tf.concat([drawn, in_batch.valid], axis=1))
+
+
+def every_tag(batch, vocab_size):
+    """Full softmax: every tag of the vocabulary but the row's own."""
+    import tensorflow as tf
+
+    shared = tf.range(vocab_size, dtype=tf.int32)
+    return Candidates(shared_ids=shared, valid=~own_tag_mask(batch["own_ids"], shared))
+
+
+# A new method is one entry here (the sample stage, the trainer and validation ask the entry, not its name).
 METHODS: dict[str, Method] = {
-    "presampled": Method("Option II: K negatives per image drawn for each epoch by neg_weight, never one of "
-                         "the image's own tags; P positives from its tags by pos_weight"),
+    "presampled": Method(
+        "Option II: K negatives per image drawn by the sample stage for each epoch by neg_weight (none of "
+        "the image's own tags unless exclude_own_tags is false)",
+        presampled_negatives, lambda shares, P, K, B: K * shares.negative),
+    "next_image": Method(
+        "Option I: the tags of the next image in the batch minus the image's own, drawn by the trainer; "
+        "epochs hold positives only", next_image_tags, lambda shares, P, K, B: shares.image,
+        stage_negatives=False, own_ids=True),
+    "in_batch": Method(
+        "every positive of the batch minus the image's own tags, drawn by the trainer; epochs hold "
+        "positives only", batch_positives, lambda shares, P, K, B: B * P * shares.positive,
+        stage_negatives=False, own_ids=True),
+    "mixed": Method(
+        "the K pre-sampled negatives plus the in-batch ones", presampled_and_batch_positives,
+        lambda shares, P, K, B: K * shares.negative + B * P * shares.positive, own_ids=True),
+    "full_softmax": Method(
+        "every tag of the vocabulary but the image's own (the reference the samplers approximate); "
+        "vocabularies up to full_softmax_max_tags", every_tag,
+        lambda shares, P, K, B: np.ones_like(shares.negative), stage_negatives=False, own_ids=True,
+        max_tags_key="full_softmax_max_tags"),
 }
 
 
+def method_name(config: Mapping) -> str:
+    """The config's ``sampling``, ``presampled`` when unset."""
+    return str(config.get("sampling") or "presampled")
+
+
 def method(config: Mapping) -> Method:
-    """The entry of :data:`METHODS` named by the config key ``sampling`` (default ``presampled``).
+    """The entry of :data:`METHODS` named by the config key ``sampling`` (default ``presampled``), its
+    settings checked.
 
     Raises:
-        Im2vecError: an unknown name, with the known ones.
+        Im2vecError: an unknown name (with the known ones); ``exclude_own_tags`` or
+            ``logq_correction`` not true/false; ``exclude_own_tags: false`` with a method whose
+            epochs hold no pre-drawn negatives (its draw always leaves the image's own tags out).
     """
-    name = str(config.get("sampling") or "presampled")
+    name = method_name(config)
     if name not in METHODS:
         raise Im2vecError(f"sampling: unknown method {name!r}; known methods: {', '.join(sorted(METHODS))}")
-    return METHODS[name]
+    entry = METHODS[name]
+    for key in ("exclude_own_tags", "logq_correction"):
+        if not isinstance(config.get(key, False), bool):
+            raise Im2vecError(f"{key} must be true or false, got {config.get(key)!r}")
+    if not config.get("exclude_own_tags", True) and not entry.stage_negatives:
+        raise Im2vecError(f"exclude_own_tags: false keeps own tags among the sample stage's negatives, and sampling "
+                          f"{name} has none (its draw always leaves the image's own tags out)")
+    return entry
+
+
+def check_vocabulary(config: Mapping, vocab_size: int) -> None:
+    """Raise Im2vecError (one line) when the configured method cannot train on V = ``vocab_size`` tags."""
+    entry = method(config)
+    if entry.max_tags_key and vocab_size > int(config[entry.max_tags_key]):
+        raise Im2vecError(f"sampling {method_name(config)} scores every tag of the vocabulary for every image, and "
+                          f"it has {vocab_size:,} tags, more than {entry.max_tags_key} "
+                          f"({int(config[entry.max_tags_key]):,}): pick another sampling method or raise the limit")
+
+
+def check_epoch(config: Mapping, manifest: dict, uri: str) -> None:
+    """Raise Im2vecError (one line) unless an epoch (its manifest) holds what the configured method reads.
+
+    A method with stage negatives needs K > 0; one with own tags needs ``own_ids``. An epoch
+    sampled for a method that writes more (mixed writes both) serves every method.
+    """
+    entry, name = method(config), method_name(config)
+    missing = [what for what, needed, there in (
+        ("negatives", entry.stage_negatives, int(manifest.get("negatives") or 0) > 0),
+        ("own_ids", entry.own_ids, int(manifest.get("own_tags") or 0) > 0)) if needed and not there]
+    if missing:
+        raise Im2vecError(f"{uri} was sampled for sampling {manifest.get('sampling', 'presampled')} and holds no "
+                          f"{' or '.join(missing)}, which sampling {name} needs: sample it again with "
+                          f"the same sampling (`im2vec sample --set sampling={name}`)")
+
+
+def expected_candidates(entry: Method, shares: TagShares, positives: int, negatives: int,
+                        batch_size: int) -> np.ndarray:
+    """Q_t of ``entry`` (:attr:`Method.expected`) as float64[V] > 0: a tag it never offers gets the
+    smallest count of one it does, so log Q stays finite."""
+    expected = np.asarray(entry.expected(shares, positives, negatives, batch_size), dtype=np.float64)
+    offered = expected[expected > 0]
+    return np.maximum(expected, offered.min() if len(offered) else 1.0)
 
 
 # --- counter-based random numbers ---------------------------------------------------------------
@@ -234,7 +407,7 @@ def draw_positives(photo_id: np.ndarray, offsets: np.ndarray, tag_ids: np.ndarra
 
 
 def draw_negatives(photo_id: np.ndarray, offsets: np.ndarray, tag_ids: np.ndarray, alias_prob: np.ndarray,
-                   alias: np.ndarray, seed: int, epoch: int, count: int) -> np.ndarray:
+                   alias: np.ndarray, seed: int, epoch: int, count: int, exclude_own: bool = True) -> np.ndarray:
     """``count`` negatives per image by the alias table, none of them one of the image's own tags.
 
     Args:
@@ -242,20 +415,25 @@ def draw_negatives(photo_id: np.ndarray, offsets: np.ndarray, tag_ids: np.ndarra
             unique within each image, fewer than V per image.
         alias_prob, alias: from :func:`build_alias` over ``neg_weight``.
         seed, epoch: select the draws; count: K.
+        exclude_own: False keeps every first draw, own tags included (the original research
+            code's pre-drawn reserve; config ``exclude_own_tags``).
 
     Returns:
         int32[n, K]: each draw follows neg_weight restricted to the tags the image does not carry
-        (up to the fallback after :data:`NEGATIVE_TRIES` hits, see the module docstring).
+        (up to the fallback after :data:`NEGATIVE_TRIES` hits, see the module docstring), or all of
+        neg_weight without ``exclude_own``. A draw that is not an own tag is the same either way.
     """
     size = len(alias)
     offsets = np.asarray(offsets, dtype=np.int64)
     n = len(photo_id)
-    row_of_tag = np.repeat(np.arange(n, dtype=np.int64), np.diff(offsets))
-    # Sorted (image, tag) keys: the exact membership test of any (image, candidate) is one searchsorted.
-    own_keys = row_of_tag * size + tag_ids
     key = stream_key(seed, epoch, NEGATIVES)
     slots = np.arange(count, dtype=np.int64)
     negatives = alias_draw(alias_prob, alias, draw_bits(key, photo_id[:, None], slots))
+    if not exclude_own:
+        return negatives
+    row_of_tag = np.repeat(np.arange(n, dtype=np.int64), np.diff(offsets))
+    # Sorted (image, tag) keys: the exact membership test of any (image, candidate) is one searchsorted.
+    own_keys = row_of_tag * size + tag_ids
     # A 64-bit mask per image (bit = tag mod 64) clears most draws without a search; only those
     # whose bit is set get the exact membership test.
     masks = np.zeros(n, np.uint64)
@@ -305,31 +483,65 @@ def nth_absent_tag(rows: np.ndarray, rank: np.ndarray, offsets: np.ndarray, tag_
     return (rank + below).astype(np.int32)
 
 
+def padded_tags(offsets: np.ndarray, tag_ids: np.ndarray, width: int) -> np.ndarray:
+    """Each image's tags in a fixed width, padded with -1: int32[n, width] (an epoch's ``own_ids``).
+
+    Args:
+        offsets: int64[n + 1]; tag_ids: int32[offsets[-1]]; width: M, at least the most tags of an image.
+    """
+    offsets = np.asarray(offsets, dtype=np.int64)
+    counts = np.diff(offsets)
+    if len(counts) and counts.max() > width:
+        raise ValueError(f"an image carries {counts.max()} tags, more than the {width} own_ids holds")
+    padded = np.full((len(counts), width), -1, dtype=np.int32)
+    rows = np.repeat(np.arange(len(counts)), counts)
+    padded[rows, np.arange(len(rows)) - offsets[rows]] = tag_ids[offsets[0]:offsets[-1]]
+    return padded
+
+
+def positive_shares(offsets: np.ndarray, tag_ids: np.ndarray, pos_weight: np.ndarray) -> np.ndarray:
+    """Expected positives per tag over a batch of images, for one draw per image: float64[V].
+
+    An image's positive is its tag t with probability pos_weight_t / (its tags' pos_weight sum), so
+    tag t's expected count is that probability summed over the images carrying t (divide by the
+    number of images for :attr:`TagShares.positive`).
+    """
+    offsets = np.asarray(offsets, dtype=np.int64)
+    weights = np.asarray(pos_weight, dtype=np.float64)[tag_ids]
+    tagged = offsets[1:] > offsets[:-1]
+    totals = np.zeros(len(offsets) - 1)
+    totals[tagged] = np.add.reduceat(weights, offsets[:-1][tagged]) if tagged.any() else 0.0
+    per_tag = weights / np.repeat(totals, np.diff(offsets))
+    return np.bincount(tag_ids, weights=per_tag, minlength=len(pos_weight))
+
+
 # --- Arrow batches -----------------------------------------------------------------------------
 
-def output_schema(with_feature: bool) -> pa.Schema:
+def output_schema(with_feature: bool, own_ids: bool = False) -> pa.Schema:
     """Arrow schema of :func:`sample_batch`'s output."""
     fields = [pa.field("photo_id", pa.int64())]
     if with_feature:
         fields.append(pa.field("feature", pa.binary()))
-    fields += [pa.field("pos_ids", pa.list_(pa.int32())), pa.field("neg_ids", pa.list_(pa.int32()))]
+    fields += [pa.field(name, pa.list_(pa.int32())) for name in ("pos_ids", "neg_ids", *(["own_ids"] if own_ids else []))]
     return pa.schema(fields)
 
 
 def sample_batch(batch: pa.RecordBatch, tables: SamplingTables, seed: int, epoch: int,
-                 positives: int, negatives: int) -> pa.RecordBatch:
+                 positives: int, negatives: int, *, exclude_own: bool = True, own_tags: int = 0) -> pa.RecordBatch:
     """Draw one epoch's positives and negatives for a batch of images.
 
     Args:
         batch: ``photo_id`` int64, ``tag_ids`` list<int32> (1 to V-1 tags each, ascending, unique),
             optionally ``feature`` binary holding a Petastorm NdarrayCodec array (``np.save`` bytes).
         tables: from :func:`build_tables`.
-        seed, epoch: select the draws. positives, negatives: P and K per image.
+        seed, epoch: select the draws. positives, negatives: P and K per image (K may be 0).
+        exclude_own: whether negatives avoid the image's own tags (:func:`draw_negatives`).
+        own_tags: M > 0 adds ``own_ids``, the image's tags padded with -1 to M (:func:`padded_tags`).
 
     Returns:
         A batch in :func:`output_schema`: ``photo_id``, [``feature`` as it came: the epoch
         contract stores Petastorm's NdarrayCodec too (pipeline.datasets.epochs)], ``pos_ids``
-        list<int32>[P], ``neg_ids`` list<int32>[K]; rows in input order.
+        list<int32>[P], ``neg_ids`` list<int32>[K] [, ``own_ids`` list<int32>[M]]; rows in input order.
     """
     photo_id = batch.column("photo_id").to_numpy().astype(np.int64)
     lists = batch.column("tag_ids")
@@ -340,12 +552,15 @@ def sample_batch(batch: pa.RecordBatch, tables: SamplingTables, seed: int, epoch
     columns = [pa.array(photo_id)]
     if "feature" in batch.schema.names:
         columns.append(batch.column("feature"))
-    pos_ids = draw_positives(photo_id, offsets, tag_ids, tables.pos_weight, seed, epoch, positives)
-    neg_ids = draw_negatives(photo_id, offsets, tag_ids, tables.alias_prob, tables.alias, seed, epoch, negatives)
-    for drawn, width in ((pos_ids, positives), (neg_ids, negatives)):
-        columns.append(pa.ListArray.from_arrays(pa.array(np.arange(n + 1, dtype=np.int32) * width),
-                                                pa.array(drawn.reshape(-1))))
-    return pa.RecordBatch.from_arrays(columns, schema=output_schema("feature" in batch.schema.names))
+    drawn = [draw_positives(photo_id, offsets, tag_ids, tables.pos_weight, seed, epoch, positives),
+             draw_negatives(photo_id, offsets, tag_ids, tables.alias_prob, tables.alias, seed, epoch, negatives,
+                            exclude_own)]
+    if own_tags:
+        drawn.append(padded_tags(offsets, tag_ids, own_tags))
+    for values in drawn:
+        columns.append(pa.ListArray.from_arrays(pa.array(np.arange(n + 1, dtype=np.int32) * values.shape[1]),
+                                                pa.array(values.reshape(-1), pa.int32())))
+    return pa.RecordBatch.from_arrays(columns, schema=output_schema("feature" in batch.schema.names, own_tags > 0))
 
 
 # --- checking drawn epochs ---------------------------------------------------------------------

@@ -35,7 +35,7 @@ def test_petastorm_reads_an_epoch_with_decoded_features(sampled):
 
     root, url = sampled["root"], reader.epoch_url(sampled["root"], 1)
     manifest = storage.read_manifest(epochs.uri(root, 1))
-    assert (manifest["schema_version"], manifest["feature_dim"], manifest["vocab_size"]) == (1, FEATURE_DIM, VOCAB_SIZE)
+    assert (manifest["schema_version"], manifest["feature_dim"], manifest["vocab_size"]) == (2, FEATURE_DIM, VOCAB_SIZE)
     schema = get_schema_from_dataset_url(url)
     assert list(schema.fields) == ["photo_id", "feature", "pos_ids", "neg_ids"]
     assert (schema.feature.numpy_dtype, schema.feature.shape) == (np.float16, (FEATURE_DIM,))

@@ -63,7 +63,7 @@ def test_tf_dataset_gives_the_same_batches(root):
             np.testing.assert_array_equal(tensor.numpy(), array)
 
 
-@pytest.mark.parametrize("version", [None, 2])
+@pytest.mark.parametrize("version", [None, 3])
 def test_an_unknown_schema_version_is_refused_in_one_line(root, version):
     write_epoch(root, 3, rows=20, files=1)
     uri = epochs.uri(root, 3)
@@ -76,4 +76,4 @@ def test_an_unknown_schema_version_is_refused_in_one_line(root, version):
         next(reader.batches(root, 3))
     message = str(refused.value)
     assert "\n" not in message and f"schema version {version if version else 'none'}" in message
-    assert "reads version 1" in message and "im2vec sample --epochs 3-3" in message
+    assert "reads versions 1 and 2" in message and "im2vec sample --epochs 3-3" in message

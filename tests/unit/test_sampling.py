@@ -211,7 +211,8 @@ def test_the_sampling_method_is_a_registry_entry_named_by_config():
 
     presampled = sampling.method(configuration.load())
     assert presampled is sampling.METHODS["presampled"] and sampling.method({}) is presampled
-    assert presampled.written(2, 20) == (2, 20) and presampled.batch_negatives is None
-    assert sampling.Method("positives only", stage_negatives=False).written(2, 20) == (2, 0)
-    with pytest.raises(Im2vecError, match=r"sampling: unknown method 'option_i'; known methods: presampled"):
+    assert presampled.written(2, 20) == (2, 20) and not presampled.own_ids
+    assert sampling.METHODS["next_image"].written(2, 20) == (2, 0)
+    with pytest.raises(Im2vecError, match=r"sampling: unknown method 'option_i'; known methods: full_softmax, "
+                                          r"in_batch, mixed, next_image, presampled$"):
         sampling.method({"sampling": "option_i"})

@@ -124,22 +124,24 @@ def test_a_training_step_updates_the_projection_and_only_the_batchs_rows(tag_lea
         assert np.array_equal(after, initial)
 
 
-def test_a_sampling_methods_batch_draw_replaces_the_epochs_negatives():
+def test_a_sampling_methods_draw_replaces_the_epochs_negatives():
     """A method that draws from the batch trains on its draw: here the first negative of each row only."""
     import keras
+    from pipeline import sampling
 
     rng = np.random.default_rng(3)
     initial = rng.normal(size=(100, 8)).astype(np.float32)
     batch = {"feature": rng.normal(size=(16, 16)).astype(np.float16),
              "pos_ids": rng.integers(0, 50, (16, 2)).astype(np.int32),
              "neg_ids": rng.integers(50, 100, (16, 5)).astype(np.int32)}
-    first_only = lambda pos_ids, neg_ids: neg_ids[:, :1]   # noqa: E731
+    first_only = sampling.Method("the first negative", lambda b, size: sampling.Candidates(b["neg_ids"][:, :1]),
+                                 lambda shares, P, K, B: shares.negative)
     losses = []
-    for draw, neg_ids in ((first_only, batch["neg_ids"]), (None, batch["neg_ids"][:, :1])):
+    for method, neg_ids in ((first_only, batch["neg_ids"]), (sampling.METHODS["presampled"], batch["neg_ids"][:, :1])):
         keras.utils.set_random_seed(4)
         projection = build_projection(16, 8, [])
         step = train.make_train_step(tf.distribute.get_strategy(), projection, keras.optimizers.Adam(0.01),
-                                     TagTable(initial, 0.1), "softmax", batch_negatives=draw)
+                                     TagTable(initial, 0.1), train.Objective("softmax", method))
         losses.append([float(step({**batch, "neg_ids": neg_ids})) for _ in range(3)])
     np.testing.assert_allclose(losses[0], losses[1], rtol=1e-6)
 
@@ -183,8 +185,9 @@ def test_parameters_name_the_known_sampling_methods():
 
     config = configuration.load()
     assert train.parameters(config)["sampling"] == "presampled"
-    with pytest.raises(Im2vecError, match=r"sampling: unknown method 'in_batch'; known methods: presampled"):
-        train.parameters({**config, "sampling": "in_batch"})
+    assert train.parameters({**config, "sampling": "in_batch"})["sampling"] == "in_batch"
+    with pytest.raises(Im2vecError, match=r"sampling: unknown method 'option_iii'; known methods: full_softmax, "):
+        train.parameters({**config, "sampling": "option_iii"})
 
 
 def test_top_k_tags_matches_a_full_sort(monkeypatch):
