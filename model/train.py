@@ -58,7 +58,8 @@ writes it to tag_bias.npy): training samples positives ∝ pos_weight and offers
 negative as often as its sampling method does (Option II: ∝ neg_weight; :func:`sampling_terms`),
 which lifts rare tags' raw scores above their odds, and ``tag_bias_strength`` says how much of
 that lift to undo. The validation loss is the training objective: the method's draws from
-validation batches of the training batch's size. It logs per-image P@5/R@5 and per-tag F1 at 5 (model.metrics.per_tag_metrics).
+validation batches of the training batch's size. It logs per-image P@5/R@5 and per-tag F1 at 5
+(model.metrics.per_tag_metrics).
 
 Why the defaults are what they are (the settings tried, with their figures): docs/experiments.md.
 In short, judge a run by val_f1, not val_loss: with the ranking and softmax losses the validation
@@ -381,7 +382,8 @@ def validate(projection, tag_vectors: np.ndarray, tag_bias: np.ndarray, validati
             **{f"val_{key}": value for key, value in figures.items()}}
 
 
-def validation_loss(objective: Objective, image_vectors: np.ndarray, tag_vectors: np.ndarray, validation: dict) -> float:
+def validation_loss(objective: Objective, image_vectors: np.ndarray, tag_vectors: np.ndarray,
+                    validation: dict) -> float:
     """The mean per-image loss over the validation set, in batches of ``objective.batch_size`` rows
     drawn as a training step draws them (validation's pos_ids, neg_ids and own_ids)."""
     import tensorflow as tf

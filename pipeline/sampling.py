@@ -522,7 +522,8 @@ def output_schema(with_feature: bool, own_ids: bool = False) -> pa.Schema:
     fields = [pa.field("photo_id", pa.int64())]
     if with_feature:
         fields.append(pa.field("feature", pa.binary()))
-    fields += [pa.field(name, pa.list_(pa.int32())) for name in ("pos_ids", "neg_ids", *(["own_ids"] if own_ids else []))]
+    names = ("pos_ids", "neg_ids", *(["own_ids"] if own_ids else []))
+    fields += [pa.field(name, pa.list_(pa.int32())) for name in names]
     return pa.schema(fields)
 
 
