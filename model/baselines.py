@@ -131,6 +131,10 @@ class Votes:
         shares.values = self.values / np.maximum(sums[self.rows], 1e-12)
         return shares
 
+    def voted(self) -> np.ndarray:
+        """bool[N]: which images have any vote of positive weight."""
+        return np.bincount(self.rows, weights=self.values, minlength=self.shape[0]) > 0
+
     def images(self, start: int, stop: int) -> Votes:
         """The votes of images start..stop - 1 alone (row 0 is image ``start``)."""
         lo, hi = np.searchsorted(self.rows, [start, stop])

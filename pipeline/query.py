@@ -354,7 +354,10 @@ def probability_columns(model: Model, terms: ImageTerms, tag_ids: np.ndarray) ->
         prior = np.exp(terms.conse @ normalize_rows(vectors).T / CONSE_TEMPERATURE - terms.conse_log_norm[:, None])
         probability = (1 - CONSE_WEIGHT) * probability + CONSE_WEIGHT * prior
     if terms.votes is not None:
-        probability = (1 - NEIGHBOUR_WEIGHT) * probability + NEIGHBOUR_WEIGHT * terms.votes.column_block(tag_ids)
+        # An image whose nearest training images all point away from it (cosine <= 0) gets no votes:
+        # it keeps the rest of the mixture whole, so its probabilities still sum to 1.
+        weight = NEIGHBOUR_WEIGHT * terms.votes.voted()[:, None]
+        probability = (1 - weight) * probability + weight * terms.votes.column_block(tag_ids)
     return probability
 
 
