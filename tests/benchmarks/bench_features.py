@@ -141,38 +141,17 @@ def run_bare(paths: list[str], processes: int, threads: int, batch_size: int, mo
 
 # --- the stage ----------------------------------------------------------------------------------
 
-def tree_cpu_seconds(root: int) -> float:
-    """CPU seconds (user + system, with exited children's) of process ``root`` and all its descendants."""
-    tick, parent, cpu = os.sysconf("SC_CLK_TCK"), {}, {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as fh:
-                    fields = fh.read().rsplit(")", 1)[1].split()
-            except OSError:   # gone meanwhile
-                continue
-            parent[int(entry)] = int(fields[1])
-            cpu[int(entry)] = sum(int(x) for x in fields[11:15]) / tick   # utime stime cutime cstime
-
-    def descends(pid):
-        while pid > 1:
-            if pid == root:
-                return True
-            pid = parent.get(pid, 0)
-        return False
-    return sum(seconds for pid, seconds in cpu.items() if descends(pid))
-
-
 def run_stage(spark, config, folder: str, count: int, work: str, name: str) -> tuple[float, float]:
     """(seconds, CPU seconds of this process tree) for jobs.features.run over photos 1..count in a fresh root."""
     from jobs import features
+    from tests.benchmarks.cputime import tree_cpu_seconds
     from tests.integration.test_features import write_clean
 
     root = "file://" + os.path.join(work, name)
     write_clean(root, list(range(1, count + 1)))
-    started, cpu = time.perf_counter(), tree_cpu_seconds(os.getpid())
+    started, cpu = time.perf_counter(), tree_cpu_seconds()
     manifest = features.run(spark, {**config, "images": f"file://{folder}/{{photo_id}}.img"}, root)
-    seconds, cpu = time.perf_counter() - started, tree_cpu_seconds(os.getpid()) - cpu
+    seconds, cpu = time.perf_counter() - started, tree_cpu_seconds() - cpu
     if manifest["rows_out"] != count:
         raise RuntimeError(f"expected {count} features, got {manifest}")
     return seconds, cpu

@@ -60,7 +60,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from tests.benchmarks import bz2_rate  # noqa: E402
+from tests.benchmarks import bz2_rate, cputime  # noqa: E402
 
 STAGES = ["synth", "parse", "clean", "vocab", "sample", "train"]
 BZ2_STAGES = ["compress", "bzip2-dc", "clean-bz2"]   # the bz2 rung's, beside clean; no exponents
@@ -90,70 +90,47 @@ def label(rows: int) -> str:
 # ----------------------------------------------------------------------------- /proc sampling
 
 
-def process_table() -> dict[int, tuple[int, str, int, int]]:
-    """{pid: (parent pid, command name, resident bytes, CPU ticks)} of every process we can read;
-    the ticks include those of its reaped children (cutime, cstime)."""
-    page = os.sysconf("SC_PAGE_SIZE")
-    table = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            head, tail = stat.read_text().rsplit(")", 1)
-            fields = tail.split()
-            table[int(stat.parent.name)] = (int(fields[1]), head.split("(", 1)[1], int(fields[21]) * page,
-                                            sum(int(f) for f in fields[11:15]))
-        except (OSError, ValueError, IndexError):
-            continue
-    return table
-
-
-def tree_memory(root: int) -> dict[str, int]:
+def tree_memory(table: dict[int, cputime.Process], root: int) -> dict[str, int]:
     """Resident bytes of ``root`` (the driver), of its java descendants (the JVM) and of the
     JVM's descendants (Python workers and their daemon); other descendants (the synth
-    subprocess) count as ``other``."""
-    table = process_table()
+    subprocess) count as ``other``. ``table``: one look at /proc (cputime.process_table)."""
     children: dict[int, list[int]] = {}
-    for pid, (ppid, *_) in table.items():
-        children.setdefault(ppid, []).append(pid)
-    memory = {"driver": table.get(root, (0, "", 0))[2], "jvm": 0, "workers": 0, "other": 0}
+    for pid, process in table.items():
+        children.setdefault(process.parent, []).append(pid)
+    memory = {"driver": table[root].rss if root in table else 0, "jvm": 0, "workers": 0, "other": 0}
     frontier = [(pid, "other") for pid in children.get(root, [])]
     while frontier:
         pid, kind = frontier.pop()
-        name = table[pid][1]
-        if kind == "other" and name == "java":
+        if kind == "other" and table[pid].name == "java":
             kind = "jvm"
-        memory[kind] += table[pid][2]
+        memory[kind] += table[pid].rss
         below = "workers" if kind in ("jvm", "workers") else "other"
         frontier += [(child, below) for child in children.get(pid, [])]
     return memory
 
 
-def tree_cpu_seconds(root: int) -> float:
-    """CPU seconds used so far by ``root`` and its descendants, live or reaped (cputime.py's sum)."""
-    table = process_table()
-    tree, frontier = {root}, [root]
-    while frontier:
-        parent = frontier.pop()
-        children = [pid for pid, row in table.items() if row[0] == parent and pid not in tree]
-        tree.update(children)
-        frontier += children
-    return sum(table[pid][3] for pid in tree if pid in table) / os.sysconf("SC_CLK_TCK")
-
-
 class Sampler(threading.Thread):
-    """Samples the rung process tree's memory every SAMPLE_SECONDS; ``peaks[stage]`` keeps the
-    largest value of each kind seen while ``stage`` was the current one."""
+    """Samples the rung process tree every SAMPLE_SECONDS: ``peaks[stage]`` keeps the largest memory
+    of each kind seen while ``stage`` was the current one, ``cpu`` every process's CPU time, kept
+    after it exits (cputime.TreeCpu: Python workers come and go within a stage)."""
 
     def __init__(self, root: int):
         super().__init__(daemon=True)
         self.root, self.stage, self.peaks, self.running = root, None, {}, True
+        self.cpu = cputime.TreeCpu(root)
+
+    def cpu_seconds(self) -> float:
+        """The tree's CPU seconds so far, from a sample taken now."""
+        self.cpu.sample()
+        return self.cpu.seconds()
 
     def run(self) -> None:
         while self.running:
             stage = self.stage
+            table = self.cpu.sample()
             if stage is not None:
-                memory = tree_memory(self.root)
                 peak = self.peaks.setdefault(stage, {})
-                for kind, value in memory.items():
+                for kind, value in tree_memory(table, self.root).items():
                     peak[kind] = max(peak.get(kind, 0), value)
             time.sleep(SAMPLE_SECONDS)
 
@@ -195,14 +172,14 @@ def run_rung(args, rows: int, work: Path, logs: Path) -> list[dict]:
             event = json.loads(line[len(EVENT):])
             if event["event"] == "start":
                 sampler.stage = event["stage"]
-                cpu_started = tree_cpu_seconds(child.pid)
+                cpu_started = sampler.cpu_seconds()
                 print(f"  {time.strftime('%H:%M:%S')} {label(rows)}: {event['stage']} ...", flush=True)
                 continue
             time.sleep(SAMPLE_SECONDS)              # one more sample of the stage's end
             sampler.stage = None
             peak_disk = max(peak_disk, folder_bytes(rung_dir), event.get("disk", 0))
             # bzip2-dc reports its own CPU seconds (of its best run, as its wall seconds)
-            cpu = event["cpu"] if "cpu" in event else tree_cpu_seconds(child.pid) - cpu_started
+            cpu = event["cpu"] if "cpu" in event else sampler.cpu_seconds() - cpu_started
             record = {**event, "rung": rows, "cores": args.cores, "cpu": cpu,
                       **{f"rss_{k}": v for k, v in sampler.peaks.get(event["stage"], {}).items()}}
             records.append(record)
