@@ -14,7 +14,10 @@ then ``_manifest.json``. The in-corpus reports/evaluation.json is not touched.
 
 Methods, over the S shared tags (ordered by TRAINED's tag_id, so ties go to its more frequent tag):
 
-    im2vec      g(f)·v_t + tag_bias_t with TRAINED's rows of the shared tags; images for a tag by cosine
+    im2vec      the fused tagger of the in-corpus report (pipeline.query.probability_columns: the projection's
+                softmax over TRAINED's vocabulary, the ConSE prior, the votes of TRAINED's index/), its
+                p(tag | image) of the shared tags ranking tags for an image and images for a tag (mAP);
+                ``map_by_cosine`` ranks images by cosine(g(f), v_t) beside it
     popularity  TRAINED's train-split images per shared tag
     knn         TRAINED's ``knn_k`` nearest training images vote their tags; the shared tags' votes
     zero_shot   OTHER's vocabulary tags outside TRAINED's vocabulary that have a word vector
@@ -98,22 +101,28 @@ def to_columns(offsets: np.ndarray, tag_ids: np.ndarray, columns_of_ids: np.ndar
     return np.concatenate([[0], np.cumsum(counts)]).astype(np.int64), mapped[kept][order].astype(np.int32)
 
 
-def score(embeddings: np.ndarray, tag_vectors: np.ndarray, tag_bias: np.ndarray, train_counts: np.ndarray,
-          votes: baselines.Votes, shared: np.ndarray, offsets: np.ndarray, tag_ids: np.ndarray) -> dict:
+def score(model, terms, train_counts: np.ndarray, votes: baselines.Votes, shared: np.ndarray,
+          offsets: np.ndarray, tag_ids: np.ndarray) -> dict:
     """im2vec, popularity and knn over the shared tags (model.metrics.summary each).
 
     Args:
-        embeddings: float32[N, d] g(f) of the test images; tag_vectors float32[V, d], tag_bias float32[V]:
-            the trained model's; train_counts: int64[V] its train-split images per tag;
-            votes: knn's votes over the trained vocabulary (model.baselines.knn).
+        model: the trained pipeline.query.Model; terms: pipeline.query.image_terms of the N test images
+            (with their features and TRAINED's neighbours, as the in-corpus evaluation has them);
+        train_counts: int64[V] TRAINED's train-split images per tag;
+        votes: knn's votes over the trained vocabulary (model.baselines.knn).
         shared: int64[S] trained tag ids of the shared tags, ascending; column s of every ranking is shared[s].
         offsets, tag_ids: the test images' true tags as columns 0..S-1 (:func:`to_columns`).
     """
+    from pipeline import query
+
     truth = (offsets, tag_ids, len(shared))
-    top = metrics.top_k_tags(embeddings, tag_vectors[shared], metrics.CURVE_K, tag_bias[shared])
-    report = {"im2vec": metrics.summary(top, *truth, baselines.cosine_scores(embeddings, tag_vectors[shared]))}
+    top, _ = query.top_tags(model, terms, metrics.CURVE_K, shared)
+    by_cosine = metrics.mean_average_precision(baselines.cosine_scores(terms.embeddings, model.tag_vectors[shared]),
+                                               *truth)
+    report = {"im2vec": {**metrics.summary(top, *truth, lambda columns: query.probability_columns(
+        model, terms, shared[columns])), "map_by_cosine": by_cosine["map"]}}
     report["popularity"] = metrics.summary(
-        baselines.popularity_top_k(train_counts[shared], len(embeddings), metrics.CURVE_K), *truth)
+        baselines.popularity_top_k(train_counts[shared], len(terms.embeddings), metrics.CURVE_K), *truth)
     shared_votes = votes.column_block(shared)
     report["knn"] = metrics.summary(metrics.top_k_of_scores(shared_votes, metrics.CURVE_K), *truth,
                                     lambda columns: shared_votes[:, columns])
@@ -165,11 +174,14 @@ def evaluate(config: dict, root: str, other_root: str) -> dict:
         f"{len(other_tags):,} other)")
     offsets, tag_ids = to_columns(test["offsets"], test["tag_ids"], other_shared, len(other_tags))
     embeddings = query.embed(model, test["feature"])
+    neighbours = query.load_neighbours(root, model)
+    if neighbours is None:
+        log("no index/ made by this model: im2vec's tags go without the training images' votes")
+    terms = query.image_terms(model, embeddings, test["feature"], neighbours)
     train_ids = in_corpus.train_photo_ids(root)
     _, votes, _ = baselines.knn(test["feature"], in_corpus.feature_blocks(root, train_ids),
                                 functools.partial(in_corpus.neighbour_tags, root), len(model.tags), params["knn_k"])
-    report = score(embeddings, model.tag_vectors, model.tag_bias, data.train_tag_counts(root, len(model.tags)),
-                   votes, shared, offsets, tag_ids)
+    report = score(model, terms, data.train_tag_counts(root, len(model.tags)), votes, shared, offsets, tag_ids)
     report["knn"]["k"] = params["knn_k"]
     report["zero_shot"] = other_only(model, other_tags, embeddings, test["photo_id"], test["offsets"], test["tag_ids"])
     report["sizes"] = {"test_images": n, "test_split_images": test["split_images"],

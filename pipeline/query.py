@@ -376,25 +376,29 @@ def tag_probabilities(model: Model, embeddings: np.ndarray, features: np.ndarray
     return probability_columns(model, terms, np.arange(len(model.tags)))
 
 
-def top_tags(model: Model, terms: ImageTerms, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """The k likeliest vocabulary tags of each image by :func:`tag_probabilities`, best first.
+def top_tags(model: Model, terms: ImageTerms, k: int, tag_ids: np.ndarray | None = None
+             ) -> tuple[np.ndarray, np.ndarray]:
+    """The k likeliest tags of each image by :func:`tag_probabilities`, best first.
 
     Args:
         terms: :func:`image_terms` of the N images.
+        tag_ids: int[Q] distinct vocabulary tag ids to rank among (another corpus's shared tags);
+            None: every tag.
 
     Returns:
-        ``(tag_ids int32[N, k], probability float64[N, k])``, computed a block of images at a time
-        (memory stays bounded for any V).
+        ``(columns int32[N, min(k, Q)], probability float64[N, min(k, Q)])``: column c is ``tag_ids[c]``
+        (the tag id itself without ``tag_ids``). Computed a block of images at a time (memory stays
+        bounded for any V).
     """
     from model import metrics
 
     n = len(terms.embeddings)
+    tag_ids = np.arange(len(model.tags)) if tag_ids is None else np.asarray(tag_ids, np.int64)
     rows = max(1, metrics.SCORE_BLOCK // max(len(model.tags), 1))
-    every_tag = np.arange(len(model.tags))
-    top = np.zeros((n, min(k, len(model.tags))), np.int32)
+    top = np.zeros((n, min(k, len(tag_ids))), np.int32)
     scores = np.zeros(top.shape, np.float64)
     for start in range(0, n, rows):
-        probability = probability_columns(model, terms.images(start, start + rows), every_tag)
+        probability = probability_columns(model, terms.images(start, start + rows), tag_ids)
         top[start:start + rows] = metrics.top_k_of_scores(probability, k)
         scores[start:start + rows] = np.take_along_axis(probability, top[start:start + rows], 1)
     return top, scores

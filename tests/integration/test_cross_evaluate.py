@@ -67,10 +67,12 @@ def test_against_another_vocabulary_finds_the_shared_and_the_unseen_tags(roots, 
     assert sizes["shared_tags"] == 8 and sizes["other_vocab_size"] == 12 and sizes["test_images"] == 150
     assert report["shared_tags"] == [t for t in VOCAB if t in OTHER_VOCAB]
     # Every test image carries "thing" and one concept: im2vec ("thing" first by its bias) and knn
-    # find both in their top 2 when the concept is shared, and rank each shared tag's images first.
+    # find both in their top 2 when the concept is shared, and rank each shared tag's images first (im2vec
+    # by cosine; by p(tag | image), the "thing" images that look most like the concept mix in).
     for name in ("im2vec", "knn"):
-        assert report[name]["curve"]["r_at_k"][1] > 0.95 and report[name]["map"] > 0.95, name
+        assert report[name]["curve"]["r_at_k"][1] > 0.95 and report[name]["map"] > 0.85, name
         assert report[name]["n_plus"] == report[name]["tags"] == 8
+    assert report["knn"]["map"] > 0.95 and report["im2vec"]["map_by_cosine"] > 0.95
     assert report["popularity"]["n_plus"] <= 5 and report["popularity"]["curve"]["r_at_k"][1] < 0.8
     # bird, lamp, frog: in the other vocabulary only, found through word vectors; NO_VECTOR has none.
     zero = report["zero_shot"]
@@ -91,10 +93,9 @@ def test_against_itself_it_is_the_in_corpus_evaluation(roots):
     report = cross.run(fast_config(), trained, trained)["report"]
     for name in ("im2vec", "popularity", "knn"):
         for key in ("precision", "recall", "f1", "n_plus", "tags", "p_at_5", "r_at_5", "map"):
-            # evaluate ranks images for im2vec's mAP by p(tag | image); the cross report still ranks them
-            # by cosine, which evaluate reports beside it.
-            expected = in_corpus[name]["map_by_cosine" if (name, key) == ("im2vec", "map") else key]
-            assert report[name][key] == pytest.approx(expected), (name, key)
+            assert report[name][key] == pytest.approx(in_corpus[name][key]), (name, key)
+    # The same fused tagger both ways (its projection, ConSE prior and neighbours' votes), and mAP by cosine beside.
+    assert report["im2vec"]["map_by_cosine"] == pytest.approx(in_corpus["im2vec"]["map_by_cosine"])
     assert report["zero_shot"]["run"] is False and "every tag" in report["zero_shot"]["reason"]
 
 

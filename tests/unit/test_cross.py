@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 
 from model import baselines, cross, metrics
-from pipeline import Im2vecError
+from model.baselines import normalize_rows
+from pipeline import Im2vecError, query
 from pipeline.datasets import cross as cross_data
 
 
@@ -27,8 +28,8 @@ def test_to_columns_keeps_the_shared_tags_renumbered_and_empty_images():
     assert new_ids.dtype == np.int32
 
 
-def test_scoring_over_shared_tags_matches_scoring_a_vocabulary_of_only_those_tags():
-    """Restricting the trained model to the shared rows must score as a model trained on them alone."""
+def test_scoring_over_shared_tags_ranks_them_by_the_trained_models_probability():
+    """im2vec over the shared tags is the fused tagger's p(tag | image) of all V tags, restricted to the shared columns."""
     rng = np.random.default_rng(3)
     n, size, d = 40, 12, 6
     tag_vectors = rng.normal(size=(size, d)).astype(np.float32)
@@ -46,11 +47,22 @@ def test_scoring_over_shared_tags_matches_scoring_a_vocabulary_of_only_those_tag
     list_ids = np.array([t for x in lists for t in x], np.int32)
     votes = baselines.Votes(neighbour_scores, neighbour_rows, list_offsets, list_ids, size)
 
-    report = cross.score(embeddings, tag_vectors, tag_bias, train_counts, votes, shared, offsets, tag_ids)
+    model = query.Model(projection=None, tag_vectors=tag_vectors, tag_bias=tag_bias, tags=[f"t{i}" for i in range(size)])
+    voters = query.Neighbours(normalize_rows(rng.normal(size=(20, d)).astype(np.float32)), list_offsets, list_ids)
+    terms = query.image_terms(model, embeddings, None, voters)
 
-    alone = metrics.summary(metrics.top_k_tags(embeddings, tag_vectors[shared], metrics.CURVE_K, tag_bias[shared]),
-                            offsets, tag_ids, len(shared), baselines.cosine_scores(embeddings, tag_vectors[shared]))
-    assert report["im2vec"] == alone
+    report = cross.score(model, terms, train_counts, votes, shared, offsets, tag_ids)
+
+    # Every tag's probability (rows summing to 1), then the shared columns: what the cross report ranks by.
+    shared_probability = query.tag_probabilities(model, embeddings, None, voters)[:, shared]
+    assert np.allclose(query.tag_probabilities(model, embeddings, None, voters).sum(axis=1), 1)
+    expected = metrics.summary(metrics.top_k_of_scores(shared_probability, metrics.CURVE_K), offsets, tag_ids,
+                               len(shared), lambda columns: shared_probability[:, columns])
+    for key in ("precision", "recall", "f1", "n_plus", "p_at_5", "r_at_5", "map"):
+        assert report["im2vec"][key] == pytest.approx(expected[key]), key
+    assert report["im2vec"]["curve"] == expected["curve"]
+    assert report["im2vec"]["map_by_cosine"] == pytest.approx(metrics.mean_average_precision(
+        baselines.cosine_scores(embeddings, tag_vectors[shared]), offsets, tag_ids, len(shared))["map"])
     assert report["popularity"]["p_at_5"] == metrics.summary(
         baselines.popularity_top_k(train_counts[shared], n, metrics.CURVE_K), offsets, tag_ids, len(shared))["p_at_5"]
     # knn over the shared tags: a vote for an unshared tag never counts, one for a shared tag always does.
