@@ -5,8 +5,8 @@ training step, validation, outputs), building or restoring the model, one epoch,
 epoch, and last :func:`run`, the loop over epochs. Each training row is an image's feature f,
 P positive tags (drawn by the sample stage) and negative candidates chosen by the sampling method
 (config ``sampling``, an entry of pipeline.sampling.METHODS): the K negatives the sample stage
-drew (Option II, the default), or what the method draws from the batch in the step (the next
-image's tags, the batch's positives, every tag), never the image's own tags; the loss pulls g(f)
+drew (Option II), what the method draws from the batch in the step (the next image's tags, the
+batch's positives, every tag), or both (``mixed``, the default), never the image's own tags; the loss pulls g(f)
 towards the positives' vectors and away from the negatives' (``loss``: word2vec's negative
 sampling, Fast0Tag's pairwise ranking, or a sampled softmax; see model/projection.py), with the
 log-Q correction on request (``logq_correction``: :class:`Objective`).

@@ -200,12 +200,13 @@ METHODS: dict[str, Method] = {
 
 
 def method_name(config: Mapping) -> str:
-    """The config's ``sampling``, ``presampled`` when unset."""
+    """The config's ``sampling``; ``presampled`` when unset (pipeline/defaults.yaml sets ``mixed``; a
+    mapping without the key is an epoch manifest written before there were other methods)."""
     return str(config.get("sampling") or "presampled")
 
 
 def method(config: Mapping) -> Method:
-    """The entry of :data:`METHODS` named by the config key ``sampling`` (default ``presampled``), its
+    """The entry of :data:`METHODS` named by the config key ``sampling`` (:func:`method_name`), its
     settings checked.
 
     Raises:

@@ -1,5 +1,5 @@
-"""`im2vec compare-sampling` on the shared openclipart run of conftest.py: two variants that exist
-today (presampled with neg_power 0.75 and 0) x two seeds x two epochs, through the real stages."""
+"""`im2vec compare-sampling` on the shared openclipart run of conftest.py: two variants (the default,
+mixed, and presampled with neg_power 0) x two seeds x two epochs, through the real stages."""
 import json
 import shutil
 import time

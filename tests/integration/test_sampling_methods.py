@@ -48,7 +48,7 @@ def config(**overrides) -> dict:
 def tiny(spark, tmp_path_factory):
     """A root with vocab/, tagged/, features/, wordvec/ and three samplings of epoch 1: ``mixed`` (K negatives
     and own_ids, what every method reads) in ``mixed``, ``next_image`` with negatives 0 in ``positives_only``,
-    the default in ``presampled``."""
+    and Option II alone in ``presampled``."""
     base = tmp_path_factory.mktemp("methods")
     inputs = "file://" + str(base / "inputs")
     truth = write_inputs(inputs, images=IMAGES, spark=spark, feature_dim=FEATURE_DIM, seed=3)
@@ -56,7 +56,7 @@ def tiny(spark, tmp_path_factory):
     roots = {}
     for name, overrides in (("mixed", {"sampling": "mixed"}), ("positives_only", {"sampling": "next_image",
                                                                                    "negatives": 0}),
-                            ("presampled", {})):
+                            ("presampled", {"sampling": "presampled"})):
         shutil.copytree(base / "inputs", base / name)
         roots[name] = "file://" + str(base / name)
         sample.run(spark, config(**overrides), roots[name], epochs=(1, 1))

@@ -175,7 +175,7 @@ def test_an_epoch_without_what_the_method_reads_is_refused():
     sampling.check_epoch({**config, "sampling": "next_image"}, positives_only, "file:///r/epochs/epoch=00001")
     with pytest.raises(Im2vecError, match=r"epoch=00001 was sampled for sampling in_batch and holds no negatives, "
                                           r"which sampling presampled needs: sample it again"):
-        sampling.check_epoch(config, positives_only, "file:///r/epochs/epoch=00001")
+        sampling.check_epoch({**config, "sampling": "presampled"}, positives_only, "file:///r/epochs/epoch=00001")
     with pytest.raises(Im2vecError, match="holds no own_ids, which sampling mixed needs"):
         sampling.check_epoch({**config, "sampling": "mixed"}, {"negatives": 20, "schema_version": 1}, "e")
     # a mixed epoch (negatives and own_ids) serves every method

@@ -98,10 +98,14 @@ def test_a_variant_that_cannot_run_is_one_line_naming_it_before_anything_runs(tm
 
 def test_the_default_variants_cover_the_issues_list():
     variants = compare.chosen_variants(configuration.load(), None)
-    assert list(variants) == ["default", "neg_power_0", "neg_power_1", "own_tags_kept", "research_code", "next_image",
-                              "in_batch", "in_batch_logq", "mixed", "mixed_logq", "uniform_positives", "full_softmax"]
-    assert variants["default"] == {} and variants["research_code"] == {"neg_power": 1, "exclude_own_tags": False}
-    assert compare.chosen_variants(configuration.load(), ["uniform_positives"]) == {"uniform_positives": {"pos_power": 0}}
+    assert list(variants) == ["default", "presampled", "neg_power_0", "neg_power_1", "own_tags_kept", "research_code",
+                              "next_image", "in_batch", "in_batch_logq", "mixed_logq", "uniform_positives",
+                              "full_softmax"]
+    # The default is mixed; Option II's questions (neg_power, own tags, positives) are asked of Option II itself.
+    assert variants["default"] == {} and configuration.load()["sampling"] == "mixed"
+    assert variants["research_code"] == {"sampling": "presampled", "neg_power": 1, "exclude_own_tags": False}
+    assert compare.chosen_variants(configuration.load(), ["uniform_positives"]) == {
+        "uniform_positives": {"sampling": "presampled", "pos_power": 0}}
 
 
 def test_a_root_that_is_not_local_is_refused():

@@ -184,7 +184,7 @@ def test_parameters_name_the_known_sampling_methods():
     from pipeline import Im2vecError, config as configuration
 
     config = configuration.load()
-    assert train.parameters(config)["sampling"] == "presampled"
+    assert train.parameters(config)["sampling"] == "mixed"
     assert train.parameters({**config, "sampling": "in_batch"})["sampling"] == "in_batch"
     with pytest.raises(Im2vecError, match=r"sampling: unknown method 'option_iii'; known methods: full_softmax, "):
         train.parameters({**config, "sampling": "option_iii"})
