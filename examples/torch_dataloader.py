@@ -21,10 +21,14 @@ from petastorm.pytorch import DataLoader
 warnings.filterwarnings("ignore", category=FutureWarning, module="petastorm")
 
 
+FIELDS = ["photo_id", "feature", "pos_ids", "neg_ids"]   # an epoch of the in-batch methods adds own_ids: not read here
+
+
 def batches(epoch_url: str, batch_size: int = 128):
     """One pass over the epoch: dicts of tensors photo_id, feature, pos_ids, neg_ids (B rows each)."""
     # The dummy pool reads in this thread: petastorm 0.13.1's thread pool can end a pass early.
-    with DataLoader(make_reader(epoch_url, num_epochs=1, reader_pool_type="dummy"), batch_size=batch_size) as loader:
+    with DataLoader(make_reader(epoch_url, num_epochs=1, reader_pool_type="dummy", schema_fields=FIELDS),
+                    batch_size=batch_size) as loader:
         yield from loader
 
 

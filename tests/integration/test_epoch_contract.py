@@ -37,9 +37,11 @@ def test_petastorm_reads_an_epoch_with_decoded_features(sampled):
     manifest = storage.read_manifest(epochs.uri(root, 1))
     assert (manifest["schema_version"], manifest["feature_dim"], manifest["vocab_size"]) == (2, FEATURE_DIM, VOCAB_SIZE)
     schema = get_schema_from_dataset_url(url)
-    assert list(schema.fields) == ["photo_id", "feature", "pos_ids", "neg_ids"]
+    # The default sampling (mixed) also writes each image's own tags, padded with -1, for the trainer's in-batch draw.
+    assert list(schema.fields) == ["photo_id", "feature", "pos_ids", "neg_ids", "own_ids"]
     assert (schema.feature.numpy_dtype, schema.feature.shape) == (np.float16, (FEATURE_DIM,))
     assert schema.pos_ids.shape == (manifest["positives"],) and schema.neg_ids.shape == (manifest["negatives"],)
+    assert schema.own_ids.shape == (manifest["own_tags"],) and manifest["own_tags"] > 0
 
     # The dummy pool reads in this thread: petastorm 0.13.1's thread pool can end a pass early and
     # drop row groups (model/data.py works around it for the trainer), which is not what this tests.
@@ -51,6 +53,8 @@ def test_petastorm_reads_an_epoch_with_decoded_features(sampled):
         assert row.feature.dtype == np.float16 and row.feature.shape == (FEATURE_DIM,)
         np.testing.assert_array_equal(row.feature, sampled["features"][int(row.photo_id)])
         assert row.pos_ids.shape == (manifest["positives"],) and row.neg_ids.shape == (manifest["negatives"],)
+        own = row.own_ids[row.own_ids >= 0]
+        assert len(own) > 0 and not set(row.neg_ids.tolist()) & set(own.tolist())   # negatives never own tags
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -142,9 +142,11 @@ def test_draws_respect_own_tags_and_counts_add_up(plain):
     table = read_epoch(plain["one"], 1)
     pos_ids, neg_ids = np.array(table["pos_ids"].to_pylist()), np.array(table["neg_ids"].to_pylist())
     assert pos_ids.shape == (table.num_rows, 2) and neg_ids.shape == (table.num_rows, 20)
-    assert table.schema.names == ["photo_id", "pos_ids", "neg_ids"]
-    for photo, pos, neg in zip(table["photo_id"].to_pylist(), pos_ids, neg_ids):
+    # The default sampling (mixed) writes each image's own tags too (own_ids, padded with -1), for the trainer.
+    assert table.schema.names == ["photo_id", "pos_ids", "neg_ids", "own_ids"]
+    for photo, pos, neg, own_ids in zip(table["photo_id"].to_pylist(), pos_ids, neg_ids, table["own_ids"].to_pylist()):
         assert set(pos) <= own[photo] and not set(neg) & own[photo]
+        assert {t for t in own_ids if t >= 0} == own[photo]
     sizes = {p: len(t) for p, t in own.items()}
     manifest = storage.read_manifest(epochs_data.uri(plain["one"], 1))
     assert manifest["rows_in"] == len(own)
@@ -191,7 +193,7 @@ def test_features_are_joined_converted_and_read_by_petastorm(spark, tmp_path):
     assert manifest["feature_dim"] == FEATURE_DIM
 
     table = read_epoch(root, 3)
-    assert table.schema.names == ["photo_id", "feature", "pos_ids", "neg_ids"]
+    assert table.schema.names == ["photo_id", "feature", "pos_ids", "neg_ids", "own_ids"]
     features = encoding.decode_ndarray(table["feature"])   # features/'s NdarrayCodec bytes, as they were
     rows = [index[p] for p in table["photo_id"].to_pylist()]
     np.testing.assert_array_equal(features, truth["feature"][rows])

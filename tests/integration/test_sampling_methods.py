@@ -141,11 +141,12 @@ def test_a_positives_only_epoch_trains(tiny, tmp_path):
             storage.read_manifest(epochs_data.uri(root, 1))["rows_out"]
         assert np.isfinite(history[0]["train_loss"]) and history[0]["train_loss"] > 0
         assert np.isfinite(history[0]["val_loss"]) and manifest["parameters"]["sampling"] == name
-    # Option II cannot: it reads the epoch's negatives, and there are none
-    shutil.rmtree(tmp_path / "positives_only" / "model")
-    with pytest.raises(Im2vecError, match=r"was sampled for sampling next_image and holds no negatives, which "
-                                          r"sampling presampled needs"):
-        train.run(config(), root)
+    # Option II cannot, nor the default (mixed): they read the epoch's negatives, and there are none
+    for name in ("presampled", "mixed"):
+        shutil.rmtree(tmp_path / "positives_only" / "model", ignore_errors=True)
+        with pytest.raises(Im2vecError, match=r"was sampled for sampling next_image and holds no negatives, which "
+                                              rf"sampling {name} needs"):
+            train.run(config(sampling=name), root)
 
 
 def test_every_method_trains_one_epoch_on_the_same_epoch(tiny, tmp_path):
