@@ -117,10 +117,7 @@ def score(model, terms, train_counts: np.ndarray, votes: baselines.Votes, shared
 
     truth = (offsets, tag_ids, len(shared))
     top, _ = query.top_tags(model, terms, metrics.CURVE_K, shared)
-    by_cosine = metrics.mean_average_precision(baselines.cosine_scores(terms.embeddings, model.tag_vectors[shared]),
-                                               *truth)
-    report = {"im2vec": {**metrics.summary(top, *truth, lambda columns: query.probability_columns(
-        model, terms, shared[columns])), "map_by_cosine": by_cosine["map"]}}
+    report = {"im2vec": in_corpus.im2vec_figures(model, terms, top, truth, shared)}
     report["popularity"] = metrics.summary(
         baselines.popularity_top_k(train_counts[shared], len(terms.embeddings), metrics.CURVE_K), *truth)
     shared_votes = votes.column_block(shared)

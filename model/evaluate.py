@@ -244,6 +244,28 @@ def zero_shot(inputs: Inputs, embeddings: np.ndarray, root: str) -> dict:
             "stages after it)", "held_out": 0}
 
 
+def im2vec_figures(model, terms, top: np.ndarray, truth: tuple, tag_ids: np.ndarray | None = None) -> dict:
+    """im2vec's object of a report (this one and model/cross.py's): model.metrics.summary of its ranked
+    tags, the images for a tag ranked by p(tag | image) (pipeline.query.probability_columns), and
+    ``map_by_cosine``, its mAP with the images ranked by cosine(g(f), v_t) instead.
+
+    Args:
+        model: pipeline.query.Model; terms: pipeline.query.image_terms of the N images.
+        top: int32[N, CURVE_K] pipeline.query.top_tags of those images, over the same columns as ``truth``.
+        truth: ``(offsets, tag_ids, S)``, the images' true tags as columns 0..S-1.
+        tag_ids: int64[S] the vocabulary tag id of each column (the tags shared with another corpus);
+            None: column t is tag t, S = V.
+    """
+    from pipeline import query
+
+    def probabilities(columns: np.ndarray) -> np.ndarray:
+        return query.probability_columns(model, terms, columns if tag_ids is None else tag_ids[columns])
+
+    vectors = model.tag_vectors if tag_ids is None else model.tag_vectors[tag_ids]
+    by_cosine = metrics.mean_average_precision(baselines.cosine_scores(terms.embeddings, vectors), *truth)
+    return {**metrics.summary(top, *truth, probabilities), "map_by_cosine": by_cosine["map"]}
+
+
 def evaluate(inputs: Inputs, params: dict, root: str) -> tuple[dict, dict]:
     """Run every method on the test set.
 
@@ -263,11 +285,9 @@ def evaluate(inputs: Inputs, params: dict, root: str) -> tuple[dict, dict]:
     terms = query.image_terms(model, embeddings, test["feature"], inputs.neighbours)
     top, _ = query.top_tags(model, terms, metrics.CURVE_K)
     im2vec_seconds = time.perf_counter() - started
-    by_cosine = metrics.mean_average_precision(baselines.cosine_scores(embeddings, model.tag_vectors), *truth)
-    report = {"im2vec": {**metrics.summary(top, *truth, functools.partial(query.probability_columns, model, terms)),
-                         "map_by_cosine": by_cosine["map"], "ms_per_image": 1000 * im2vec_seconds / n}}
+    report = {"im2vec": {**im2vec_figures(model, terms, top, truth), "ms_per_image": 1000 * im2vec_seconds / n}}
     log(f"im2vec: F1 {report['im2vec']['f1']:.4f}, mAP {report['im2vec']['map'] or 0:.4f} "
-        f"(images by cosine: {by_cosine['map'] or 0:.4f})")
+        f"(images by cosine: {report['im2vec']['map_by_cosine'] or 0:.4f})")
     report["popularity"] = metrics.summary(baselines.popularity_top_k(inputs.train_counts, n, metrics.CURVE_K), *truth)
     knn_top, votes, knn_seconds = baselines.knn(test["feature"], inputs.feature_blocks(), inputs.neighbour_tags,
                                                 size, params["knn_k"])

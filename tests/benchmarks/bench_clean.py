@@ -58,8 +58,8 @@ def main() -> int:
         # One small file per core: a task each, so every Python worker the timed run uses is already
         # started and has imported the parse code (start-up excluded, for the JVM and the workers alike).
         warm = [os.path.join(tmp, f"warm-{core}.tsv") for core in range(args.cores)]
-        for core, path_ in enumerate(warm):
-            synth.write(path_, rows=20_000, layout=args.layout, seed=2 + core)
+        for core, warm_file in enumerate(warm):
+            synth.write(warm_file, rows=20_000, layout=args.layout, seed=2 + core)
         from jobs import clean
 
         clean.run(spark, config, "file://" + os.path.join(tmp, "warm"), warm)

@@ -94,9 +94,7 @@ def tree_memory(table: dict[int, cputime.Process], root: int) -> dict[str, int]:
     """Resident bytes of ``root`` (the driver), of its java descendants (the JVM) and of the
     JVM's descendants (Python workers and their daemon); other descendants (the synth
     subprocess) count as ``other``. ``table``: one look at /proc (cputime.process_table)."""
-    children: dict[int, list[int]] = {}
-    for pid, process in table.items():
-        children.setdefault(process.parent, []).append(pid)
+    children = cputime.children(table)
     memory = {"driver": table[root].rss if root in table else 0, "jvm": 0, "workers": 0, "other": 0}
     frontier = [(pid, "other") for pid in children.get(root, [])]
     while frontier:

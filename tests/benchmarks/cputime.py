@@ -50,14 +50,20 @@ def process_table() -> dict[int, Process]:
     return table
 
 
+def children(table: dict[int, Process]) -> dict[int, list[int]]:
+    """{pid: the pids of its children} of ``table``."""
+    found: dict[int, list[int]] = {}
+    for pid, process in table.items():
+        found.setdefault(process.parent, []).append(pid)
+    return found
+
+
 def tree(table: dict[int, Process], root: int) -> set[int]:
     """``root`` and the pids of all its descendants in ``table``."""
-    children: dict[int, list[int]] = {}
-    for pid, process in table.items():
-        children.setdefault(process.parent, []).append(pid)
+    below = children(table)
     found, frontier = {root}, [root]
     while frontier:
-        for child in children.get(frontier.pop(), []):
+        for child in below.get(frontier.pop(), []):
             if child not in found:
                 found.add(child)
                 frontier.append(child)
