@@ -1,0 +1,30 @@
+"""Spark's Python workers come from jobs.daemon (defaults.yaml): between tasks they keep the zip
+directories pyspark's worker would read again, and after their first task their objects are frozen."""
+import pyarrow as pa
+
+
+def worker_state(batches):
+    import gc
+    import importlib
+    import zipimport
+
+    import sys
+
+    zips = [f for f in sys.path_importer_cache.values() if isinstance(f, zipimport.zipimporter)]
+    before = [id(f._files) for f in zips]
+    importlib.invalidate_caches()                     # what pyspark's worker calls before every task
+    kept = sum(id(f._files) == b for f, b in zip(zips, before))
+    for batch in batches:
+        yield pa.RecordBatch.from_arrays(
+            [pa.array([len(zips)] * batch.num_rows), pa.array([kept] * batch.num_rows),
+             pa.array([gc.get_freeze_count()] * batch.num_rows)], ["zips", "kept", "frozen"])
+
+
+def test_workers_keep_zip_directories_and_freeze_after_their_first_task(spark):
+    assert spark.conf.get("spark.python.daemon.module") == "jobs.daemon"
+    schema = "zips long, kept long, frozen long"
+    spark.range(0, 4, 1, 4).mapInArrow(worker_state, schema).collect()   # every worker's first task
+    rows = spark.range(0, 4, 1, 4).mapInArrow(worker_state, schema).collect()
+    assert all(r.zips > 0 for r in rows)              # pyspark.zip, py4j's zip, the Spark jar
+    assert all(r.kept == r.zips for r in rows)        # none read again
+    assert any(r.frozen > 0 for r in rows)
