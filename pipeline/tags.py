@@ -139,28 +139,30 @@ def owner_tag_mask(values: pa.Array, codes: np.ndarray, parents: np.ndarray, own
         values: string[v], distinct normalized tags; codes: int[t], each tag's index into values;
         parents: int[t], each tag's photo (0..n-1); owners: string[n], each photo's uploader nickname.
 
-    Vectorized over (nickname, tag) pairs: both sides are coded into one dictionary and the
-    pairs compared as int64 keys, never per tag in Python.
+    Vectorized over (nickname, tag) pairs: each spelling is looked up among the tag values, and
+    the pairs compared as int64 keys, never per tag in Python.
     """
     if not len(codes):
         return np.zeros(0, np.bool_)
-    # Only the nicknames of photos with tags: untagged users' are never compared.
-    tagged = np.unique(parents)
+    # Only the nicknames of photos with tags: untagged users' are never compared. Parents ascend.
+    tagged = parents[np.flatnonzero(np.diff(parents, prepend=-1))]
     nick = pc.dictionary_encode(pc.fill_null(owners.take(pa.array(tagged)), ""))
     nick_codes = np.zeros(len(owners), np.int64)
     nick_codes[tagged] = nick.indices.to_numpy(zero_copy_only=False)
     spellings, spelling_owner = owner_spellings(nick.dictionary)
-    joint = pc.dictionary_encode(pa.concat_arrays([values, spellings.cast(values.type)]))
-    joint_codes = joint.indices.to_numpy(zero_copy_only=False).astype(np.int64)
-    width = len(joint.dictionary)
-    tag_values, spelling_values = joint_codes[:len(values)][codes], joint_codes[len(values):]
+    # Most spellings are no tag of this batch at all: keep those that are, as tag value codes.
+    spelling_values = pc.index_in(spellings.cast(values.type), value_set=values)
+    found = pc.is_valid(spelling_values).to_numpy(zero_copy_only=False)
+    spelling_values = spelling_values.drop_null().to_numpy().astype(np.int64)
+    spelling_owner = spelling_owner[found].astype(np.int64)
+    width = len(values)
     # Only tags spelled like some nickname can match: pair up those few, not every tag.
     is_spelling = np.zeros(width, np.bool_)
     is_spelling[spelling_values] = True
-    candidates = np.flatnonzero(is_spelling[tag_values])
+    candidates = np.flatnonzero(is_spelling[codes])
     mask = np.zeros(len(codes), np.bool_)
-    mask[candidates] = np.isin(nick_codes[parents[candidates]] * width + tag_values[candidates],
-                               spelling_owner.astype(np.int64) * width + spelling_values)
+    mask[candidates] = np.isin(nick_codes[parents[candidates]] * width + codes[candidates].astype(np.int64),
+                               spelling_owner * width + spelling_values)
     return mask
 
 

@@ -23,6 +23,18 @@ def test_lines_keep_their_terminator_and_crlf_is_left_to_the_parser(tmp_path):
     assert read_byte_range(path.as_uri(), 0, 6).to_pylist() == ["x\r\n", "y\r\n"]
 
 
+def test_a_files_ranges_are_of_one_size_and_never_above_the_limit(tmp_path):
+    path = tmp_path / "input.tsv"
+    path.write_bytes(b"x" * 1000)
+    uri = path.as_uri()
+    # Not 300, 300, 300 and 100: four ranges of 250, so no task gets a stub.
+    assert plan_byte_ranges([uri], 300) == [(uri, 0, 250), (uri, 250, 250), (uri, 500, 250), (uri, 750, 250)]
+    assert plan_byte_ranges([uri], 1000) == [(uri, 0, 1000)]
+    for limit in range(1, 1200):
+        lengths = [length for _, _, length in plan_byte_ranges([uri], limit)]
+        assert sum(lengths) == 1000 and max(lengths) <= limit and max(lengths) - min(lengths) < len(lengths), limit
+
+
 def test_compressed_files_are_left_to_spark_and_empty_files_have_no_splits(tmp_path):
     (tmp_path / "a.bz2").write_bytes(b"BZh9")
     (tmp_path / "empty.tsv").write_bytes(b"")
