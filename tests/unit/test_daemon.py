@@ -63,9 +63,10 @@ def test_objects_are_frozen_after_the_first_task_only():
         assert worker("socket", False) == 0
         frozen = gc.get_freeze_count()
         assert frozen > 0
-        kept = [object() for _ in range(1000)]        # made by a later task: left to the collector
+        kept = [[] for _ in range(1000)]              # made by a later task: left to the collector
         assert worker("socket", True) == 0
-        assert gc.get_freeze_count() == frozen
-        assert calls == [("socket", False), ("socket", True)] and len(kept) == 1000
+        # Not frozen again (frozen objects may still be freed meanwhile, so the count may drop).
+        assert gc.get_freeze_count() < frozen + len(kept)
+        assert calls == [("socket", False), ("socket", True)]
     finally:
         gc.unfreeze()
