@@ -66,7 +66,7 @@ def main() -> int:
     ratio = figures["jobs.daemon"] / figures["pyspark.daemon"]
     print(f"CPU per task, jobs.daemon / pyspark.daemon: {ratio:.2f}  (target <= 0.5)")
     print(f"saved per task: {(figures['pyspark.daemon'] - figures['jobs.daemon']) * 1000:.0f} CPU-ms; "
-          f"a clean task of 128 MB takes ~1,300")
+          f"a clean task of 121 MB takes ~1,100")
     return 0
 
 
