@@ -3,7 +3,7 @@ CPU a reused worker spends between two tasks. Spark runs it because ``defaults.y
 ``spark.python.daemon.module: jobs.daemon``.
 
 With pyspark 3.5 on Python 3.11, a reused worker spends 0.2-0.45 CPU-seconds around every task
-that are not the task's, next to ~1.3 CPU-s for a clean task of 128 MB:
+that are not the task's, next to ~1.1 CPU-s for a clean task of 121 MB:
 
 * pyspark's worker calls ``importlib.invalidate_caches()`` before every task, and on Python
   3.10-3.11 each zip importer answers by reading its archive's directory again (CPython
@@ -17,10 +17,10 @@ that are not the task's, next to ~1.3 CPU-s for a clean task of 128 MB:
   collector's sight (``gc.freeze()``, as pre-forking servers do), so later collections look only
   at what later tasks made (:func:`freezing_after_first_task`).
 
-Measured with 200 one-row tasks on 2 cores: 91 CPU-seconds with pyspark's daemon, 9 with this one
-(``tests/benchmarks/bench_worker.py``). Nothing here is imported by the driver; the module must
-stay importable without ``pipeline`` (whose import starts a thread, which must not happen before
-the daemon forks).
+Measured with 200 one-row tasks on 2 cores (``tests/benchmarks/bench_worker.py``): 209-245
+CPU-ms per task with pyspark's daemon, 23-26 with this one. Nothing here is imported by the
+driver; the module must stay importable without ``pipeline`` (whose import starts a thread,
+which must not happen before the daemon forks).
 """
 from __future__ import annotations
 
