@@ -100,7 +100,11 @@ class Reporter(threading.Thread):
         lines = []
         for stage in stages:
             done, total = stage.numCompletedTasks, stage.numTasks
-            parts = [f"{done}/{total} tasks (+{stage.numActiveTasks} running)"]
+            # Spark's status store writes a stage's running count at most every 100 ms
+            # (spark.ui.liveUpdate.period): tasks that start together can show as 0 running for
+            # as long as they run. Tasks that report counts say themselves that they run.
+            running = max(stage.numActiveTasks, min(self.counts.running(stage.stageId), total - done))
+            parts = [f"{done}/{total} tasks (+{running} running)"]
             if stage.numFailedTasks:
                 parts.append(f"{stage.numFailedTasks} failed")
             if rows.get(stage.stageId):
@@ -159,11 +163,13 @@ class TaskCounts:
     """The driver's side: a UDP socket tasks send their counts to, and the latest count of each task.
 
     Datagrams are JSON: ``{"stage": id, "partition": p, "attempt": task attempt id, "n": done so
-    far, "unit": "rows"}``. A partition's latest attempt counts (a retry starts again from 0).
+    far, "unit": "rows", "final": whether the task has finished}``. A partition's latest attempt
+    counts (a retry starts again from 0).
     """
 
     def __init__(self):
-        self.by_task: dict[tuple[int, int], tuple[int, int, str]] = {}   # (stage, partition) -> (attempt, n, unit)
+        # (stage, partition) -> (attempt, n, unit, final)
+        self.by_task: dict[tuple[int, int], tuple[int, int, str, bool]] = {}
         self.history: dict[int, list[tuple[float, int]]] = {}           # stage -> [(time, total)]
         self.lock = threading.Lock()
         self.sock: socket.socket | None = None
@@ -191,14 +197,15 @@ class TaskCounts:
                 data = self.sock.recv(65536)
                 report = json.loads(data)
                 key = (int(report["stage"]), int(report["partition"]))
-                value = (int(report["attempt"]), int(report["n"]), str(report["unit"]))
+                value = (int(report["attempt"]), int(report["n"]), str(report["unit"]), bool(report.get("final")))
             except (OSError, ValueError, KeyError, TypeError, AttributeError):
                 if self.sock is None or self.sock.fileno() < 0:
                     return
                 continue
             with self.lock:
                 old = self.by_task.get(key)
-                if old is None or old[0] != value[0] or value[1] >= old[1]:   # datagrams may arrive out of order
+                # Datagrams may arrive out of order: a task's count only grows, and its last one is final.
+                if old is None or old[0] != value[0] or value[1] > old[1] or (value[1] == old[1] and value[3]):
                     self.by_task[key] = value
 
     def stage(self, stage_id: int) -> tuple[int, str, float | None] | None:
@@ -207,7 +214,7 @@ class TaskCounts:
             mine = [v for (s, _), v in self.by_task.items() if s == stage_id]
         if not mine:
             return None
-        total, now = sum(n for _, n, _ in mine), time.time()
+        total, now = sum(v[1] for v in mine), time.time()
         history = self.history.setdefault(stage_id, [])
         history.append((now, total))
         while len(history) > 2 and now - history[1][0] >= 60:
@@ -215,6 +222,11 @@ class TaskCounts:
         (then, before) = history[0]
         rate = (total - before) / (now - then) if now - then >= 1 and total > before else None
         return total, mine[0][2], rate
+
+    def running(self, stage_id: int) -> int:
+        """How many of a stage's tasks have reported work and not yet their last count."""
+        with self.lock:
+            return sum(1 for (s, _), v in self.by_task.items() if s == stage_id and not v[3])
 
     def close(self) -> None:
         """Stop listening; later jobs of this thread no longer report (call from the thread that listened)."""
@@ -242,15 +254,15 @@ class TaskCounter:
         if time.monotonic() - self.sent >= SEND_SECONDS:
             self.send()
 
-    def send(self) -> None:
+    def send(self, final: bool = False) -> None:
         self.sent = time.monotonic()
         try:
-            self.sock.sendto(json.dumps({**self.key, "n": self.n}).encode(), self.address)
+            self.sock.sendto(json.dumps({**self.key, "n": self.n, "final": final}).encode(), self.address)
         except OSError:   # the driver is unreachable: progress is not worth failing a task over
             pass
 
     def close(self) -> None:
-        self.send()
+        self.send(final=True)
         self.sock.close()
 
     def __enter__(self) -> "TaskCounter":

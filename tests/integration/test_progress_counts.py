@@ -20,10 +20,9 @@ def test_running_tasks_report_done_rate_and_eta(spark):
         progress.expect(80, "images")
         assert spark.sparkContext.parallelize(range(2), 2).mapPartitions(slow).sum() == 80
     lines = out.getvalue().splitlines()
-    # Neither task finished yet. Not "(+2 running)": Spark's status store writes a stage's running
-    # count at most every spark.ui.liveUpdate.period (100 ms), so two tasks that start within it
-    # may show as +1 or +0 running until a later event.
-    running = [line for line in lines if ": 0/2 tasks (+" in line]
+    # Neither task finished yet, and both say they run (Spark's own running count may lag: its
+    # status store writes it at most every 100 ms, and both tasks start within that).
+    running = [line for line in lines if "0/2 tasks (+2 running)" in line]
     # Before either task finished: images done, a rate and an ETA from them.
     counted = [m for m in (re.search(r"(\d+) images done, ([\d.]+) images/s, ETA (\d+):(\d\d)$", line)
                            for line in running) if m]
