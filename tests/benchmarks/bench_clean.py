@@ -81,7 +81,8 @@ def main() -> int:
             started, cpu = time.perf_counter(), tree_cpu_seconds()
             manifest = clean.run(spark, config, "file://" + os.path.join(tmp, "run"), [path])
             runs_clean.append((time.perf_counter() - started, tree_cpu_seconds() - cpu))
-        (seconds_pa, cpu_pa), (seconds_clean, cpu_clean) = min(runs_pa), min(runs_clean)
+        seconds_pa, cpu_pa = (min(side) for side in zip(*runs_pa))
+        seconds_clean, cpu_clean = (min(side) for side in zip(*runs_clean))
 
         rate_clean = manifest["rows_in"] / seconds_clean
         rate_pa = args.rows / seconds_pa
@@ -93,7 +94,6 @@ def main() -> int:
         print(f"ratio clean / pyarrow parse: {ratio:.2f}  (target >= 0.35; the runs: pyarrow "
               f"{', '.join(f'{r[0]:.2f}' for r in runs_pa)} s, clean {', '.join(f'{r[0]:.2f}' for r in runs_clean)} s)")
         print(f"clean phases (s): {manifest['phases']}")
-        cpu_pa, cpu_clean = min(r[1] for r in runs_pa), min(r[1] for r in runs_clean)
         print(f"CPU seconds: pyarrow {cpu_pa:.2f}, clean {cpu_clean:.2f} (fewest of each; driver, JVM and Python workers); "
               f"CPU-time ratio {cpu_pa / cpu_clean:.2f} (what the wall-clock ratio would be on an idle machine)")
         per_core = rate_clean / args.cores

@@ -6,9 +6,8 @@ import pyarrow as pa
 def worker_state(batches):
     import gc
     import importlib
-    import zipimport
-
     import sys
+    import zipimport
 
     zips = [f for f in sys.path_importer_cache.values() if isinstance(f, zipimport.zipimporter)]
     before = [id(f._files) for f in zips]
