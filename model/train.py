@@ -113,6 +113,7 @@ from datetime import datetime, timezone
 
 import numpy as np
 
+from model.memory import keep_freed_memory
 from model.metrics import TOP_K
 from pipeline import Im2vecError, reader, sampling, storage
 from pipeline.datasets import consumers
@@ -174,36 +175,6 @@ def parameters(config: dict) -> dict:
 
 
 # --- placement and distribution ----------------------------------------------------------------
-
-def keep_freed_memory() -> None:
-    """Have this process's allocators keep freed memory for reuse rather than hand it back to the OS.
-
-    Training allocates the same sizes over and over: Petastorm reads row groups through Arrow's
-    jemalloc, and TensorFlow mallocs every step's tensors (batches, activations, gradients:
-    1-5 MB each) from glibc. By default glibc maps blocks that large afresh or trims them off its
-    heaps once freed, and jemalloc hands freed pages back within about a second, so the same
-    pages are faulted in again and again: 3-4 page faults per training row with bench_train's
-    model, ~15% of the trainer's CPU; with this, next to none after the first epoch
-    (tests/benchmarks/bench_train.py). So Arrow's jemalloc keeps freed pages (for arenas made
-    from now on, i.e. the reader threads of later epochs), and glibc's malloc is set as
-    MALLOC_MMAP_THRESHOLD_=32M MALLOC_TRIM_THRESHOLD_=1G MALLOC_TOP_PAD_=64M would set it (the
-    top pad also keeps glibc from unmapping whole per-thread heaps). The process keeps the
-    memory of its busiest moment. Either allocator is left alone where it is not the one in use.
-    """
-    import ctypes
-
-    import pyarrow as pa
-
-    try:
-        pa.jemalloc_set_decay_ms(-1)
-    except NotImplementedError:    # a pyarrow built without jemalloc
-        pass
-    mallopt = getattr(ctypes.CDLL(None), "mallopt", None)
-    if mallopt is not None and os.uname().sysname == "Linux":
-        m_trim_threshold, m_top_pad, m_mmap_threshold = -1, -2, -3   # glibc's malloc.h
-        for option, value in ((m_mmap_threshold, 32 << 20), (m_trim_threshold, 1 << 30), (m_top_pad, 64 << 20)):
-            mallopt(option, value)
-
 
 def distribution():
     """``(strategy, worker_index, worker_count)``: MultiWorkerMirroredStrategy under TF_CONFIG, else TF's default.

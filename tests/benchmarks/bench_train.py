@@ -20,7 +20,7 @@ negative sampling, P = 2 positives and K = 20 negatives per image, batch 512), t
    number of distinct rows and only the table size differs; target 1M >= 0.8x 10k. For contrast,
    the same table made a trainable variable and updated by Keras' stock Adam (dense updates).
 
-Both runs as ``im2vec train`` does, after ``model.train.keep_freed_memory``.
+Both runs as ``im2vec train`` does, after ``model.memory.keep_freed_memory``.
 Prints examples/s (median of the repeats), examples per CPU-second (this process's CPU time:
 TensorFlow's threads and Petastorm's readers), and examples/s per core. The machine is shared:
 wall-clock rates move with other people's load, ratios between interleaved runs much less.
@@ -46,6 +46,7 @@ import tensorflow as tf  # noqa: E402
 
 from jobs import sample  # noqa: E402
 from model import data, train  # noqa: E402
+from model.memory import keep_freed_memory  # noqa: E402
 from pipeline.datasets import encoding  # noqa: E402
 from model.projection import TagTable, build_projection  # noqa: E402
 
@@ -148,7 +149,7 @@ def main() -> None:
     parser.add_argument("--table-rows", type=int, default=60_000, help="rows per run of the table comparison")
     args = parser.parse_args()
     hidden = [int(h) for h in args.hidden.split(",") if h]
-    train.keep_freed_memory()    # as `im2vec train` does
+    keep_freed_memory()    # as `im2vec train` does
     print(f"bench_train: {CORES} cores, model {D} -> {' -> '.join(map(str, hidden + [d]))}, batch {BATCH}, "
           f"P={P} K={K}, {args.rows:,} rows, load average {os.getloadavg()[0]:.1f}", flush=True)
 

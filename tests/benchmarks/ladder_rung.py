@@ -104,13 +104,12 @@ def training_epoch(folder: Path, pos_ids, neg_ids, feature_dim: int, seed: int =
 def train_pass(work: Path, epoch_folder: str, vocab_size: int, train_rows: int) -> dict:
     """One pass of the trainer's step over ``train_rows`` rows of the rung's sampled ids with a
     joint tag table of ``vocab_size`` rows; returns seconds of the pass and of building the model."""
-    import numpy as np
     import pyarrow.dataset as ds
 
-    from model import data, train
+    from model import data, memory
     from tests.benchmarks import bench_train
 
-    train.keep_freed_memory()
+    memory.keep_freed_memory()
     head = ds.dataset(epoch_folder, format="parquet").head(train_rows, columns=["pos_ids", "neg_ids"])
     rows = head.num_rows
     pos_ids = head.column("pos_ids").combine_chunks().flatten().to_numpy().reshape(rows, -1)

@@ -223,7 +223,7 @@ def test_popularity_ranks_the_most_frequent_tags():
 # keep_freed_memory, in fresh processes with and without it
 GLIBC_SCRIPT = """
 import ctypes, sys
-from model import train
+from model import memory
 
 class Mallinfo2(ctypes.Structure):
     _fields_ = [(name, ctypes.c_size_t) for name in (
@@ -232,7 +232,7 @@ class Mallinfo2(ctypes.Structure):
 libc = ctypes.CDLL(None)
 libc.malloc.restype, libc.free.argtypes, libc.mallinfo2.restype = ctypes.c_void_p, [ctypes.c_void_p], Mallinfo2
 if sys.argv[1] == "keep":
-    train.keep_freed_memory()
+    memory.keep_freed_memory()
 size = 16 << 20                       # a TensorFlow step's larger tensors are 1-5 MB, a gathered batch 1.3 MB
 block = libc.malloc(size)
 mapped = libc.mallinfo2().hblkhd >= size
