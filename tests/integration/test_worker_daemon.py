@@ -32,28 +32,18 @@ def test_workers_keep_zip_directories_and_freeze_after_their_first_task(spark):
 
 
 def heap_keeps_freed_block(batches):
-    import ctypes
+    from tests.glibc_heap import large_block_fate
 
-    class Mallinfo2(ctypes.Structure):
-        _fields_ = [(name, ctypes.c_size_t) for name in (
-            "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
-
-    libc = ctypes.CDLL(None)
-    libc.malloc.restype, libc.free.argtypes, libc.mallinfo2.restype = ctypes.c_void_p, [ctypes.c_void_p], Mallinfo2
-    size = 16 << 20                   # a clean chunk's numba arrays are tens of MB
-    block = libc.malloc(size)
-    mapped = libc.mallinfo2().hblkhd >= size
-    libc.free(block)
-    kept = libc.mallinfo2().fordblks >= size
+    mapped, kept = large_block_fate()
     for batch in batches:
         yield pa.RecordBatch.from_arrays([pa.array([mapped] * batch.num_rows), pa.array([kept] * batch.num_rows)],
                                          ["mapped", "kept"])
 
 
 def test_workers_keep_the_large_blocks_they_free(spark):
-    import ctypes
+    from tests.glibc_heap import has_mallinfo2
 
-    if not hasattr(ctypes.CDLL(None), "mallinfo2"):
+    if not has_mallinfo2():
         pytest.skip("not glibc >= 2.33")
     rows = spark.range(0, 2, 1, 2).mapInArrow(heap_keeps_freed_block, "mapped boolean, kept boolean").collect()
     # pyspark's daemon gives mapped=True, kept=False: a fresh mapping, handed back on free

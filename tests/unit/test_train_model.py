@@ -222,35 +222,28 @@ def test_popularity_ranks_the_most_frequent_tags():
 
 # keep_freed_memory, in fresh processes with and without it
 GLIBC_SCRIPT = """
-import ctypes, sys
+import sys
 from model import memory
+from tests.glibc_heap import large_block_fate
 
-class Mallinfo2(ctypes.Structure):
-    _fields_ = [(name, ctypes.c_size_t) for name in (
-        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
-
-libc = ctypes.CDLL(None)
-libc.malloc.restype, libc.free.argtypes, libc.mallinfo2.restype = ctypes.c_void_p, [ctypes.c_void_p], Mallinfo2
 if sys.argv[1] == "keep":
     memory.keep_freed_memory()
-size = 16 << 20                       # a TensorFlow step's larger tensors are 1-5 MB, a gathered batch 1.3 MB
-block = libc.malloc(size)
-mapped = libc.mallinfo2().hblkhd >= size
-libc.free(block)
-print(mapped, libc.mallinfo2().fordblks >= size)     # mapped on its own; still held, free, after free()
+print(*large_block_fate())
 """
 
 
 def test_keep_freed_memory_has_glibc_keep_large_blocks_on_its_heap():
-    import ctypes
     import subprocess
     import sys
+    from pathlib import Path
+
+    from tests.glibc_heap import has_mallinfo2
 
     def run(mode: str) -> list[str]:
         return subprocess.run([sys.executable, "-c", GLIBC_SCRIPT, mode], check=True, capture_output=True,
-                              text=True).stdout.split()
+                              text=True, cwd=Path(__file__).resolve().parents[2]).stdout.split()
 
-    if not hasattr(ctypes.CDLL(None), "mallinfo2"):
+    if not has_mallinfo2():
         pytest.skip("not glibc >= 2.33")
     assert run("default") == ["True", "False"]     # the control: mapped fresh, handed back on free
     assert run("keep") == ["False", "True"]
